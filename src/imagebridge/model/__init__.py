@@ -1,0 +1,1 @@
+"""Frozen domain models shared by every layer."""
