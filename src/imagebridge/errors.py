@@ -244,3 +244,197 @@ class StoredQueryParamSyntax(StoredQueryError):
 
 class MissingHomeCommunityId(StoredQueryError):
     xds_error_code = "XDSMissingHomeCommunityId"
+
+
+# --- Limits on repeated elements ---------------------------------------------------
+
+
+class TooManyElements(PayloadError):
+    """A message repeats an element (e.g. DocumentRequest) more often than the configured limit.
+
+    Raised before the model is built, so a hostile or runaway request cannot
+    grow an unbounded model.  A SOAP fault (env:Sender), not an in-band error.
+    """
+
+    def __init__(self, message: str, element: str, limit: int) -> None:
+        super().__init__(message)
+        self.element = element
+        self.limit = limit
+
+
+# --- Cross-community routing -------------------------------------------------------
+
+
+class UnknownCommunity(StoredQueryError):
+    """A homeCommunityId that is malformed or not served here (``XDSUnknownCommunity``)."""
+
+    xds_error_code = "XDSUnknownCommunity"
+
+
+class MimeTooManyParts(MimeError):
+    """A multipart/related package has more parts than the configured limit."""
+
+
+# --- HL7 v3: Cross Gateway Patient Discovery [ITI-55] ---------------------------------
+
+
+class InvalidHl7Timestamp(InvalidValue):
+    """An HL7 v3 TS value that is not ``YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZzz]``."""
+
+
+class PatientDiscoveryQueryError(PayloadError):
+    """Cross Gateway Patient Discovery [ITI-55], Responding Gateway: a query that cannot be used.
+
+    The XML was well formed but the PRPA_IN201305UV02 is not usable.  XCPD answers
+    this in-band with a PRPA_IN201306UV02 (ITI TF-2 3.55.4.2.3 case 5), not with a
+    SOAP fault, whenever the request message id and sender could still be read
+    (``parse_patient_discovery_query_header``); the class variables say what the
+    answer carries.  ``QE`` is not an XCPD case, so ``query_response_code`` is
+    ``AE`` (IPF does the same).
+    """
+
+    hl7_acknowledgement_type_code: ClassVar[str] = "AE"
+    hl7_query_response_code: ClassVar[str] = "AE"
+    # HL7 AcknowledgementDetailCode (2.16.840.1.113883.5.1100): SYN = syntax error.
+    hl7_acknowledgement_detail_code: ClassVar[str] = "SYN"
+    # IHE XCPD detectedIssueManagement code (1.3.6.1.4.1.19376.1.2.27.3); None = no reasonOf.
+    hl7_detected_issue_management_code: ClassVar[str | None] = "AnswerNotAvailable"
+
+
+class PatientDiscoveryWrongNamespace(PatientDiscoveryQueryError, WrongNamespace):
+    """An ITI-55 query element is in a namespace other than ``urn:hl7-org:v3``."""
+
+
+class PatientDiscoveryUnexpectedElement(PatientDiscoveryQueryError, UnexpectedElement):
+    """An ITI-55 query element that is not allowed there, or repeated beyond its limit."""
+
+
+class PatientDiscoveryMissingElement(PatientDiscoveryQueryError, MissingElement):
+    """A required element or attribute of an ITI-55 query is absent."""
+
+    hl7_acknowledgement_detail_code = "SYN105"  # required element missing
+
+
+class PatientDiscoveryMissingParameter(PatientDiscoveryMissingElement):
+    """Neither a livingSubjectId nor both livingSubjectName and livingSubjectBirthTime."""
+
+
+class PatientDiscoveryInvalidValue(PatientDiscoveryQueryError, InvalidValue):
+    """A value in an ITI-55 query does not have the required syntax."""
+
+    hl7_acknowledgement_detail_code = "SYN102"  # data type error
+
+
+class PatientDiscoveryInvalidOid(PatientDiscoveryInvalidValue, InvalidOid):
+    """An identifier root or homeCommunityId in an ITI-55 query is not a valid OID/UID."""
+
+
+class PatientDiscoveryInvalidTimestamp(PatientDiscoveryInvalidValue, InvalidHl7Timestamp):
+    """A creationTime or livingSubjectBirthTime in an ITI-55 query is not an HL7 TS."""
+
+
+# --- DICOM objects: instance headers and KOS manifests ------------------------------
+
+
+class DicomError(ImageBridgeError):
+    """A DICOM object (an image header or a KOS manifest) is unusable."""
+
+
+class NotDicom(DicomError):
+    """The bytes are not a decodable DICOM Part-10 object (preamble, ``DICM``, meta group)."""
+
+
+class DicomHeaderTruncated(DicomError):
+    """A header prefix ends before the pixel data; more bytes are needed."""
+
+
+class DicomMissingUid(DicomError):
+    """A DICOM object lacks a Study, Series, SOP Instance or SOP Class UID."""
+
+    def __init__(self, message: str, keyword: str) -> None:
+        super().__init__(message)
+        self.keyword = keyword
+
+
+class NotKeyObjectSelection(DicomError):
+    """A DICOM object whose SOP Class is not Key Object Selection Document Storage."""
+
+
+class KosMalformed(DicomError):
+    """A KOS lacks its evidence sequence, a referenced UID, or another required part."""
+
+
+class KosMissingRetrieveLocation(KosMalformed):
+    """A KOS Referenced Series has no Retrieve Location UID (0040,E011) nor a tolerated fallback."""
+
+    def __init__(self, message: str, series_instance_uid: str) -> None:
+        super().__init__(message)
+        self.series_instance_uid = series_instance_uid
+
+
+class KosBuildError(DicomError):
+    """The instances given to the KOS builder are inconsistent (two studies, duplicate UIDs)."""
+
+
+# --- WS-Security and SAML 2.0: Cross-Enterprise User Assertion [ITI-40] ---------------
+
+
+class InvalidTimestamp(InvalidValue):
+    """An xs:dateTime (SAML instant, wsu:Created/Expires, ATNA EventDateTime) is malformed."""
+
+
+class WsSecurityError(WireError):
+    """Cross-Enterprise User Assertion [ITI-40]: the wsse:Security header or its token is unusable.
+
+    Answered with a SOAP fault ``env:Sender`` and a wsse subcode (WSS core 12,
+    soap-transport.md 6.5).  Deliberately not a :class:`PayloadError`: a
+    security failure is a fault, never an in-band RegistryError.
+    """
+
+    fault_subcode = QName(WSSE_NS, "InvalidSecurity")
+
+
+class InvalidSecurity(WsSecurityError):
+    """The wsse:Security header is malformed or could not be processed."""
+
+
+class InvalidSecurityToken(WsSecurityError):
+    """The SAML 2.0 assertion (the security token) is malformed."""
+
+    fault_subcode = QName(WSSE_NS, "InvalidSecurityToken")
+
+
+class UnsupportedSecurityToken(WsSecurityError):
+    """A token imagebridge does not process (SAML 1.x, EncryptedAssertion, Version not 2.0)."""
+
+    fault_subcode = QName(WSSE_NS, "UnsupportedSecurityToken")
+
+
+class XuaAttributeMissing(InvalidSecurity):
+    """A XUA attribute the caller requires is absent or has only empty values."""
+
+    def __init__(self, message: str, attribute_name: str) -> None:
+        super().__init__(message)
+        self.attribute_name = attribute_name
+
+
+class XuaAttributeInvalid(InvalidSecurityToken):
+    """A XUA attribute is present but its value is malformed, ambiguous or of the wrong form."""
+
+    def __init__(self, message: str, attribute_name: str) -> None:
+        super().__init__(message)
+        self.attribute_name = attribute_name
+
+
+# --- Retrieve Imaging Document Set [RAD-69] / Cross Gateway Retrieve Imaging Document Set [RAD-75]
+
+
+class RetrieveInvalidUid(InvalidUid):
+    """RAD-69/RAD-75 request: an empty or malformed Study/Series/SOP Instance/Transfer Syntax UID.
+
+    The schema lets such a request through (the UIDs are plain strings), so it is
+    answered in-band, Failure with ``XDSRepositoryError``, as NIST's ids_4812
+    empty-UID cases expect; schema-invalid requests stay SOAP faults.
+    """
+
+    xds_error_code = "XDSRepositoryError"

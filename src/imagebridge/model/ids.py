@@ -15,6 +15,9 @@ from imagebridge.errors import InvalidOid, InvalidUid, InvalidValue
 _OID_RE = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))+$")
 # DICOM PS3.5 9.1: components without leading zeros, at most 64 characters.
 _UID_RE = _OID_RE
+# What partners put in homeCommunityIds: digits and dots, placeholders like
+# "987654321" included.  Our own ids (config) are checked with validate_oid.
+_LENIENT_OID_RE = re.compile(r"^[0-9]+(\.[0-9]+)*$")
 URN_OID = "urn:oid:"
 
 
@@ -56,12 +59,16 @@ class HomeCommunityId:
     oid: str
 
     def __post_init__(self) -> None:
-        validate_oid(self.oid, "homeCommunityId")
+        if not _LENIENT_OID_RE.match(self.oid):
+            raise InvalidOid(f"homeCommunityId is not an OID: {self.oid[:80]!r}")
 
     @classmethod
     def parse(cls, value: str) -> HomeCommunityId:
-        """Lenient: accepts a bare OID, ``urn:oid:`` once or repeated, and whitespace."""
-        return cls(validate_oid(strip_urn_oid(value), "homeCommunityId"))
+        """Lenient: a bare OID, ``urn:oid:`` once or repeated, whitespace, single-arc ids.
+
+        Use :func:`validate_oid` on :attr:`oid` where a strictly valid OID is required.
+        """
+        return cls(strip_urn_oid(value))
 
     @property
     def urn(self) -> str:

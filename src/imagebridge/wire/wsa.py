@@ -70,13 +70,14 @@ def parse_addressing(header: Element | None) -> AddressingHeaders:
     values: dict[str, str | None] = {}
     for local in ("Action", "MessageID", "To", "RelatesTo"):
         present = found.get(local)
-        values[local] = text_of(present) if present is not None else None
+        # URIs never contain whitespace; some stacks wrap or even split them.
+        values[local] = "".join(text_of(present).split()) if present is not None else None
         if present is not None and not values[local]:
             raise AddressingError(f"wsa:{local} header is empty")
     reply_to: str | None = None
     if "ReplyTo" in found:
         address = child(found["ReplyTo"], ns.WSA, "Address")
-        reply_to = text_of(address)
+        reply_to = "".join(text_of(address).split())
         if not reply_to:
             raise AddressingError("wsa:ReplyTo has no wsa:Address")
     return AddressingHeaders(

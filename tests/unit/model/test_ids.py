@@ -42,6 +42,10 @@ def test_home_community_id_is_lenient_in_and_strict_out() -> None:
         assert HomeCommunityId.parse(text).urn == "urn:oid:1.2.3"
     assert str(HomeCommunityId("1.2.3")) == "urn:oid:1.2.3"
     assert strip_urn_oid("urn:oid:urn:oid:9.9") == "9.9"
+    # Placeholder ids from partners' test data are single arcs: tolerated on input.
+    assert HomeCommunityId.parse("urn:oid:987654321").oid == "987654321"
+    with pytest.raises(InvalidOid):
+        HomeCommunityId.parse("urn:oid:")
     with pytest.raises(InvalidOid):
         HomeCommunityId.parse("urn:oid:1.2.3}")
 

@@ -228,3 +228,14 @@ def test_transaction_table_is_consistent() -> None:
         "/xcai/retrieve",
         "/ids/retrieve",
     }
+
+
+def test_whitespace_inside_addressing_uris_is_removed() -> None:
+    header = (
+        "<a:Action>urn:ihe:iti: 2007:CrossGatewayQuery</a:Action>"
+        "<a:RelatesTo>urn:uuid: 018f8214-a4ee-7365-a587-f7a8e01e25bd</a:RelatesTo>"
+    )
+    message = parse_envelope(parse_xml(_envelope(header)))
+    assert message.addressing == AddressingHeaders(
+        action=ITI38.request_action, relates_to="urn:uuid:018f8214-a4ee-7365-a587-f7a8e01e25bd"
+    )
