@@ -30,6 +30,10 @@ SCHEMA_FILES = {
     "PRPA_IN201305UV02": "hl7v3-ne2008/multicacheschemas/PRPA_IN201305UV02.xsd",
     "PRPA_IN201306UV02": "hl7v3-ne2008/multicacheschemas/PRPA_IN201306UV02.xsd",
     "xop": "xop/xop-include.xsd",
+    "saml2": "saml2/saml-schema-assertion-2.0.xsd",
+    "wsse": "wss/oasis-200401-wss-wssecurity-secext-1.0.xsd",
+    "wsu": "wss/oasis-200401-wss-wssecurity-utility-1.0.xsd",
+    "audit": "audit/dicom2017c.xsd",
 }
 
 
