@@ -4,8 +4,11 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Debian packages the tests use: dciodvfy (dicom3tools) validates built KOS objects.
+DEBIAN_PACKAGES := dicom3tools
+SYSTEM_STAMP := $(VENV)/.system-packages
 
-.PHONY: demo test check bench venv clean
+.PHONY: demo test check bench venv clean system-packages
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,6 +18,18 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Installs missing Debian packages (needs root, as on the project's machines and CI).
+$(SYSTEM_STAMP): Makefile | $(STAMP)
+	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	touch $(SYSTEM_STAMP)
+
+system-packages: $(SYSTEM_STAMP)
+
 demo: $(STAMP)
 	$(BIN)/imagebridge demo
 
@@ -23,7 +38,7 @@ check: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy --strict src
 
-test: check
+test: check $(SYSTEM_STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP)
