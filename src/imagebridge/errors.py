@@ -438,3 +438,23 @@ class RetrieveInvalidUid(InvalidUid):
     """
 
     xds_error_code = "XDSRepositoryError"
+
+
+# --- Image sources -------------------------------------------------------------------
+
+
+class SourceError(ImageBridgeError):
+    """An image source (folder archive or PACS) could not do what was asked."""
+
+    fault_code = FaultCode.RECEIVER
+    xds_error_code = "XDSRegistryError"
+
+
+class SourceUnavailable(SourceError):
+    """The archive cannot be reached (PACS down, folder missing, timeout)."""
+
+
+class InstanceNotFound(SourceError):
+    """The archive does not hold the requested instance."""
+
+    xds_error_code = "XDSDocumentUniqueIdError"

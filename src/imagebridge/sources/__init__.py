@@ -1,0 +1,1 @@
+"""Image sources: where a community's studies live (folder archive, DICOMweb PACS, DIMSE PACS)."""
