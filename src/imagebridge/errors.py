@@ -458,3 +458,10 @@ class InstanceNotFound(SourceError):
     """The archive does not hold the requested instance."""
 
     xds_error_code = "XDSDocumentUniqueIdError"
+
+
+class PartnerUnavailable(ImageBridgeError):
+    """A partner gateway could not be reached, or its reply broke off."""
+
+    fault_code = FaultCode.RECEIVER
+    xds_error_code = "XDSUnavailableCommunity"

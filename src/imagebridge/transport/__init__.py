@@ -1,0 +1,1 @@
+"""SOAP over HTTP: the ASGI server that dispatches by WS-Addressing Action, and the client."""

@@ -1,0 +1,159 @@
+"""SOAP 1.2 server: an ASGI app that routes by endpoint path and WS-Addressing Action.
+
+Each request body is read incrementally (simple SOAP or MTOM/XOP), its root
+part parsed by the hardened XML parser, the envelope and addressing checked,
+and the payload handed to the transaction's handler.  Replies are written as
+simple SOAP or as a streamed MTOM/XOP package, as the transaction table says.
+Every error is answered once, here, through :mod:`imagebridge.transport.faults`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from imagebridge.errors import ImageBridgeError, SoapNotEnvelope, UnexpectedElement
+from imagebridge.transactions import Transaction, TransactionSpec, spec_of
+from imagebridge.transport.faults import (
+    SOAP_CONTENT_TYPE,
+    fault_from_error,
+    fault_response,
+    internal_fault,
+)
+from imagebridge.transport.messages import SoapReply, SoapRequest
+from imagebridge.wire.mtom import (
+    DEFAULT_MTOM_LIMITS,
+    MtomLimits,
+    MtomPackage,
+    encode_mtom_async,
+    mtom_content_type,
+    read_mtom,
+)
+from imagebridge.wire.soap import parse_envelope, render_envelope
+from imagebridge.wire.wsa import check_request, response_headers
+from imagebridge.wire.xml import DEFAULT_LIMITS, XmlLimits, parse_xml, qname_of, serialize
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[SoapRequest], Awaitable[SoapReply]]
+
+
+@dataclass(frozen=True, slots=True)
+class SoapEndpoint:
+    """One URL path and the transactions answered there."""
+
+    path: str
+    handlers: Mapping[Transaction, Handler]
+
+    @property
+    def specs(self) -> tuple[TransactionSpec, ...]:
+        return tuple(spec_of(t) for t in self.handlers)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """Ceilings for one request: MIME framing, root part size, XML depth."""
+
+    mtom: MtomLimits = DEFAULT_MTOM_LIMITS
+    xml: XmlLimits = DEFAULT_LIMITS
+
+
+def _new_id() -> str:
+    return f"urn:uuid:{uuid.uuid4()}"
+
+
+class SoapDispatcher:
+    """Decodes one HTTP request, runs the handler, encodes the reply or the fault."""
+
+    def __init__(self, endpoint: SoapEndpoint, limits: ServerLimits) -> None:
+        self._endpoint = endpoint
+        self._limits = limits
+
+    async def dispatch(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type", "")
+        try:
+            package = await read_mtom(content_type, request.stream(), limits=self._limits.mtom)
+        except ImageBridgeError as exc:
+            log.info("refused request body on %s: %s", self._endpoint.path, exc.message)
+            return fault_response(fault_from_error(exc))
+        relates_to: str | None = None
+        try:
+            root = parse_xml(package.root, self._limits.xml)
+            message = parse_envelope(root)
+            if message.fault is not None or message.payload is None or message.addressing is None:
+                raise SoapNotEnvelope("a SOAP fault is not a request")
+            relates_to = message.addressing.message_id
+            spec = check_request(message.addressing, self._endpoint.specs)
+            _check_payload(spec, message.payload)
+            soap_request = SoapRequest(
+                spec=spec,
+                addressing=message.addressing,
+                payload=message.payload,
+                header_blocks=message.header_blocks,
+                attachments=package.parts,
+                client_host=request.client.host if request.client else None,
+            )
+            handler = self._endpoint.handlers[spec.transaction]
+            log.info("%s request %s on %s", spec.code, relates_to, self._endpoint.path)
+            reply = await handler(soap_request)
+        except ImageBridgeError as exc:
+            log.info("fault on %s (%s): %s", self._endpoint.path, type(exc).__name__, exc.message)
+            return fault_response(fault_from_error(exc), relates_to)
+        except Exception:
+            log.exception("unexpected failure on %s", self._endpoint.path)
+            return fault_response(internal_fault(), relates_to)
+        finally:
+            package.close()
+        return _encode_reply(spec, soap_request, reply)
+
+
+def _check_payload(spec: TransactionSpec, payload: Any) -> None:
+    namespace, local = qname_of(payload)
+    expected_ns, expected_local = spec.request_element
+    if (namespace, local) != (expected_ns, expected_local):
+        raise UnexpectedElement(
+            f"{spec.code} expects {expected_local} in {expected_ns}, found {local} in {namespace!r}"
+        )
+
+
+def _encode_reply(spec: TransactionSpec, request: SoapRequest, reply: SoapReply) -> Response:
+    headers = response_headers(spec, request.addressing, message_id=_new_id())
+    root = serialize(render_envelope(headers, reply.payload))
+    if not spec.mtom:
+        return Response(root, media_type=SOAP_CONTENT_TYPE)
+    boundary = f"MIMEBoundary_{uuid.uuid4().hex}"
+    root_id = f"root.{uuid.uuid4().hex}@imagebridge"
+    body = encode_mtom_async(root, reply.attachments, boundary=boundary, root_content_id=root_id)
+    return StreamingResponse(body, media_type=mtom_content_type(boundary, root_id))
+
+
+def soap_routes(
+    endpoints: Sequence[SoapEndpoint], limits: ServerLimits | None = None
+) -> list[Route]:
+    """Starlette routes (POST only) for *endpoints*."""
+    chosen = limits or ServerLimits()
+    return [Route(e.path, SoapDispatcher(e, chosen).dispatch, methods=["POST"]) for e in endpoints]
+
+
+def soap_app(endpoints: Sequence[SoapEndpoint], limits: ServerLimits | None = None) -> Starlette:
+    """A bare ASGI application serving *endpoints* (the composition root adds lifespan)."""
+    return Starlette(routes=soap_routes(endpoints, limits))
+
+
+__all__ = [
+    "Handler",
+    "MtomPackage",
+    "ServerLimits",
+    "SoapDispatcher",
+    "SoapEndpoint",
+    "soap_app",
+    "soap_routes",
+]
