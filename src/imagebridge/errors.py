@@ -465,3 +465,7 @@ class PartnerUnavailable(ImageBridgeError):
 
     fault_code = FaultCode.RECEIVER
     xds_error_code = "XDSUnavailableCommunity"
+
+
+class ConfigError(ImageBridgeError):
+    """The configuration file is missing, unreadable or invalid (says which key)."""

@@ -1,0 +1,231 @@
+"""The configuration tree: one typed, frozen value loaded once from TOML and the environment.
+
+Environment variables override scalar keys of the top-level tables:
+``IMAGEBRIDGE_<TABLE>_<KEY>`` (for example ``IMAGEBRIDGE_SERVER_PORT=9090``).
+Every key is documented in the README; unknown keys are refused so a typo
+never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from imagebridge.errors import ConfigError, ImageBridgeError
+from imagebridge.model.ids import HomeCommunityId, validate_oid
+
+ENV_PREFIX = "IMAGEBRIDGE_"
+SOURCE_KINDS = ("folder", "dicomweb", "dimse")
+
+
+@dataclass(frozen=True, slots=True)
+class CommunityConfig:
+    """``[community]``: who we are."""
+
+    home_community_id: HomeCommunityId
+    name: str = "imagebridge community"
+    patient_id_authority: str = ""
+    """OID of the community's patient identifier domain (used when images carry no OID issuer)."""
+    accession_authority: str = ""
+    """OID of the accession number issuer, for referenceIdList (optional)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """``[server]``: where ``imagebridge serve`` listens."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """``[store]``: the database holding the index, manifests and jobs."""
+
+    database_url: str = "sqlite:///imagebridge.db"
+
+
+@dataclass(frozen=True, slots=True)
+class MatchingConfig:
+    """``[xcpd]``: patient matching policy (see docs/matching.md)."""
+
+    required: tuple[str, ...] = ("family", "given", "birth_date", "gender")
+    allow_multiple: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryConfig:
+    """``[[repositories]]``: one Imaging Document Source and the archive behind it."""
+
+    unique_id: str
+    source: str
+    retrieve_ae_title: str = "IMAGEBRIDGE"
+    path: Path | None = None
+    url: str | None = None
+    host: str | None = None
+    port: int | None = None
+    called_ae: str | None = None
+    calling_ae: str = "IMAGEBRIDGE"
+    retrieve: str = "get"
+    scan_interval: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    community: CommunityConfig
+    server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
+    xcpd: MatchingConfig = MatchingConfig()
+    repositories: tuple[RepositoryConfig, ...] = field(default_factory=tuple)
+    source_file: Path | None = None
+
+    def repository(self, unique_id: str) -> RepositoryConfig | None:
+        for repo in self.repositories:
+            if repo.unique_id == unique_id:
+                return repo
+        return None
+
+
+_TABLES: dict[str, type[Any]] = {
+    "community": CommunityConfig,
+    "server": ServerConfig,
+    "store": StoreConfig,
+    "xcpd": MatchingConfig,
+}
+
+
+def load_config(path: str | Path, environ: Mapping[str, str] | None = None) -> Config:
+    """Read *path* (TOML) and the ``IMAGEBRIDGE_*`` environment into a :class:`Config`."""
+    file = Path(path)
+    try:
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read configuration {file}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"configuration {file} is not valid TOML: {exc}") from exc
+    return config_from_mapping(raw, environ if environ is not None else os.environ, file)
+
+
+def config_from_mapping(
+    raw: Mapping[str, Any], environ: Mapping[str, str], source: Path | None = None
+) -> Config:
+    """Build and validate a :class:`Config` from parsed TOML plus environment overrides."""
+    data: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
+    _apply_environment(data, environ)
+    unknown = set(data) - set(_TABLES) - {"repositories"}
+    if unknown:
+        raise ConfigError(f"unknown configuration table(s): {', '.join(sorted(unknown))}")
+    if "community" not in data:
+        raise ConfigError("[community] with home_community_id is required")
+    community = _table("community", data["community"])
+    try:
+        home = HomeCommunityId.parse(str(community.pop("home_community_id", "")))
+        validate_oid(home.oid, "community.home_community_id")
+        for key in ("patient_id_authority", "accession_authority"):
+            if community.get(key):
+                validate_oid(str(community[key]), f"community.{key}")
+    except ImageBridgeError as exc:
+        raise ConfigError(f"[community] {exc.message}") from exc
+    repos = data.get("repositories", [])
+    if not isinstance(repos, list):
+        raise ConfigError("repositories must be an array of tables ([[repositories]])")
+    config = Config(
+        community=_build(CommunityConfig, "community", {"home_community_id": home, **community}),
+        server=_build(ServerConfig, "server", _table("server", data.get("server", {}))),
+        store=_build(StoreConfig, "store", _table("store", data.get("store", {}))),
+        xcpd=_build(MatchingConfig, "xcpd", _table("xcpd", data.get("xcpd", {}))),
+        repositories=tuple(_repository(i, r, source) for i, r in enumerate(repos)),
+        source_file=source,
+    )
+    seen: set[str] = set()
+    for repo in config.repositories:
+        if repo.unique_id in seen:
+            raise ConfigError(f"repository {repo.unique_id} is configured twice")
+        seen.add(repo.unique_id)
+    if not 0 < config.server.port < 65536:
+        raise ConfigError(f"server.port {config.server.port} is not a TCP port")
+    return config
+
+
+def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        for table in _TABLES:
+            if rest.startswith(table + "_"):
+                data.setdefault(table, {})[rest[len(table) + 1 :]] = value
+                break
+
+
+def _table(name: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{name}] must be a table")
+    return dict(value)
+
+
+def _build(cls: type[Any], where: str, values: dict[str, Any]) -> Any:
+    fields = cls.__dataclass_fields__
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ConfigError(f"unknown key(s) in [{where}]: {', '.join(sorted(unknown))}")
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        converted[key] = _convert(where, key, fields[key].type, value)
+    try:
+        return cls(**converted)
+    except TypeError as exc:
+        raise ConfigError(f"[{where}] is incomplete: {exc}") from exc
+
+
+def _convert(where: str, key: str, annotation: str, value: Any) -> Any:
+    """Coerce environment strings and TOML values to the annotated type."""
+    try:
+        if annotation in {"int", "int | None"}:
+            return int(value)
+        if annotation == "float":
+            return float(value)
+        if annotation == "bool":
+            if isinstance(value, str):
+                return value.strip().lower() in ("1", "true", "yes", "on")
+            return bool(value)
+        if annotation.startswith("tuple[str"):
+            if isinstance(value, str):
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(str(v) for v in value)
+        if annotation == "Path | None":
+            return Path(value)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}.{key} has an invalid value {value!r}") from exc
+    if annotation in ("str", "str | None") and not isinstance(value, str):
+        raise ConfigError(f"{where}.{key} must be a string")
+    return value
+
+
+def _repository(index: int, value: Any, source: Path | None) -> RepositoryConfig:
+    where = f"repositories[{index}]"
+    table = _table(where, value)
+    repo: RepositoryConfig = _build(RepositoryConfig, where, table)
+    try:
+        validate_oid(repo.unique_id, f"{where}.unique_id")
+    except ImageBridgeError as exc:
+        raise ConfigError(exc.message) from exc
+    if repo.source not in SOURCE_KINDS:
+        raise ConfigError(f"{where}.source must be one of {', '.join(SOURCE_KINDS)}")
+    needed = {"folder": ("path",), "dicomweb": ("url",), "dimse": ("host", "port", "called_ae")}
+    for key in needed[repo.source]:
+        if getattr(repo, key) in (None, ""):
+            raise ConfigError(f"{where}: source {repo.source!r} needs the key {key!r}")
+    if repo.retrieve not in ("get", "move"):
+        raise ConfigError(f"{where}.retrieve must be 'get' or 'move'")
+    if repo.path is not None and not repo.path.is_absolute() and source is not None:
+        # Relative folder paths are relative to the configuration file.
+        repo = dataclasses.replace(repo, path=(source.parent / repo.path).resolve())
+    return repo

@@ -1,0 +1,94 @@
+"""Configuration loading: the documented keys, environment overrides, precise errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imagebridge.config import load_config
+from imagebridge.errors import ConfigError
+
+GOOD = """
+[community]
+home_community_id = "urn:oid:1.3.6.1.4.1.21367.13.70.201"
+patient_id_authority = "1.3.6.1.4.1.21367.13.20.1000"
+[server]
+host = "127.0.0.1"
+port = 8080
+[[repositories]]
+unique_id = "1.3.6.1.4.1.21367.13.71.201.1"
+source = "folder"
+path = "archive"
+[[repositories]]
+unique_id = "1.3.6.1.4.1.21367.13.71.201.2"
+source = "dicomweb"
+url = "http://127.0.0.1:8042/dicom-web"
+[[repositories]]
+unique_id = "1.3.6.1.4.1.21367.13.71.201.3"
+source = "dimse"
+host = "127.0.0.1"
+port = 4242
+called_ae = "ORTHANC"
+"""
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "imagebridge.toml"
+    path.write_text(text)
+    return path
+
+
+def test_documented_keys_load(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, GOOD), environ={})
+    assert config.community.home_community_id.urn == "urn:oid:1.3.6.1.4.1.21367.13.70.201"
+    assert config.server.port == 8080
+    folder = config.repository("1.3.6.1.4.1.21367.13.71.201.1")
+    assert folder is not None and folder.path == (tmp_path / "archive").resolve()
+    assert [r.source for r in config.repositories] == ["folder", "dicomweb", "dimse"]
+    assert config.store.database_url.startswith("sqlite:///")
+
+
+def test_environment_overrides_scalars(tmp_path: Path) -> None:
+    env = {"IMAGEBRIDGE_SERVER_PORT": "9090", "IMAGEBRIDGE_STORE_DATABASE_URL": "sqlite:///x.db"}
+    config = load_config(_write(tmp_path, GOOD), environ=env)
+    assert config.server.port == 9090
+    assert config.store.database_url == "sqlite:///x.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server]\nport = 1\n", "[community]"),
+        ('[community]\nhome_community_id = "urn:oid:1.2.x"\n', "OID"),
+        ('[community]\nhome_community_id = "1.2"\n[servr]\n', "unknown configuration table"),
+        ('[community]\nhome_community_id = "1.2"\n[server]\nprot = 1\n', "prot"),
+        ('[community]\nhome_community_id = "1.2"\n[server]\nport = "abc"\n', "server.port"),
+        ('[community]\nhome_community_id = "1.2"\n[server]\nport = 70000\n', "TCP port"),
+        (
+            '[community]\nhome_community_id = "1.2"\n[[repositories]]\nunique_id = "1.2.3"\n'
+            'source = "ftp"\n',
+            "source must be",
+        ),
+        (
+            '[community]\nhome_community_id = "1.2"\n[[repositories]]\nunique_id = "1.2.3"\n'
+            'source = "folder"\n',
+            "'path'",
+        ),
+        (
+            '[community]\nhome_community_id = "1.2"\n[[repositories]]\nunique_id = "1.2.3"\n'
+            'source = "folder"\npath = "a"\n[[repositories]]\nunique_id = "1.2.3"\n'
+            'source = "folder"\npath = "b"\n',
+            "twice",
+        ),
+        ("not toml = = =", "not valid TOML"),
+    ],
+)
+def test_invalid_configurations_say_what_is_wrong(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_config(_write(tmp_path, text), environ={})
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path / "nope.toml", environ={})
