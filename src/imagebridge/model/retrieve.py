@@ -21,6 +21,7 @@ from urllib.parse import quote, unquote
 
 from imagebridge.errors import InvalidUid, InvalidValue
 from imagebridge.model.ids import URN_OID, HomeCommunityId, validate_uid
+from imagebridge.model.imaging import ImagingDocumentLocator
 from imagebridge.model.outcome import RegistryError, RegistryResponse, Status, consolidate
 
 # ebRIM LongName: the schema type of every identifier and of mimeType.
@@ -253,3 +254,25 @@ class RetrieveDocumentSetResponse:
     @property
     def errors(self) -> tuple[RegistryError, ...]:
         return self.registry_response.errors
+
+
+def imaging_request_for(
+    locators: Iterable[ImagingDocumentLocator],
+    home_community_id: HomeCommunityId | None,
+    transfer_syntax_uids: tuple[str, ...],
+) -> RetrieveImagingDocumentSetRequest:
+    """Cross Gateway Retrieve Imaging Document Set [RAD-75], Initiating Imaging Gateway:
+    the request tree (study, series, instance) for *locators*, in their order."""
+    studies: dict[str, dict[str, list[DocumentRequest]]] = {}
+    for loc in locators:
+        series = studies.setdefault(loc.study_instance_uid, {})
+        series.setdefault(loc.series_instance_uid, []).append(
+            DocumentRequest(loc.repository_unique_id, loc.sop_instance_uid, home_community_id)
+        )
+    return RetrieveImagingDocumentSetRequest(
+        study_requests=tuple(
+            StudyRequest(study, tuple(SeriesRequest(s, tuple(d)) for s, d in series.items()))
+            for study, series in studies.items()
+        ),
+        transfer_syntax_uids=transfer_syntax_uids,
+    )
