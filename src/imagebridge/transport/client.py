@@ -8,6 +8,7 @@ whose Action or RelatesTo does not fit the request raises an addressing error.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterable, Iterable, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,8 @@ from imagebridge.wire.soap import SoapMessage, parse_envelope, render_envelope
 from imagebridge.wire.spool import PartSink
 from imagebridge.wire.wsa import check_response, request_headers
 from imagebridge.wire.xml import DEFAULT_LIMITS, Element, XmlLimits, parse_xml, serialize
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -118,7 +121,8 @@ class SoapClient:
         finally:
             await reply.aclose()
         try:
-            message = parse_envelope(parse_xml(package.root, self._xml_limits))
+            reply_root = parse_xml(package.root, self._xml_limits)
+            message = parse_envelope(reply_root, require_addressing=False)
             if message.fault is not None:
                 fault = message.fault
                 raise SoapFaultReceived(
@@ -127,8 +131,10 @@ class SoapClient:
                     tuple(s.clark for s in fault.subcodes),
                 )
             if message.addressing is None:
-                raise SoapNotEnvelope("the reply has no WS-Addressing headers")
-            check_response(message.addressing, spec, mid)
+                # Lenient: correlation is the HTTP exchange itself; note the omission.
+                log.warning("%s reply from %s has no WS-Addressing headers", spec.code, url)
+            else:
+                check_response(message.addressing, spec, mid)
         except BaseException:
             package.close()
             raise

@@ -55,14 +55,19 @@ class SoapMessage:
     """A decoded SOAP 1.2 message."""
 
     addressing: AddressingHeaders | None
-    """None only for a fault reply without WS-Addressing headers."""
+    """None for a fault, or a reply decoded with ``require_addressing=False``, without them."""
     header_blocks: tuple[Element, ...]
     """Header blocks other than WS-Addressing (for example wsse:Security)."""
     payload: Element | None
     fault: SoapFault | None
 
 
-def parse_envelope(root: Element, understood: frozenset[str] = DEFAULT_UNDERSTOOD) -> SoapMessage:
+def parse_envelope(
+    root: Element,
+    understood: frozenset[str] = DEFAULT_UNDERSTOOD,
+    *,
+    require_addressing: bool = True,
+) -> SoapMessage:
     """Decode a SOAP 1.2 envelope whose root element is *root*.
 
     Raises :class:`SoapVersionMismatch` for SOAP 1.1 or another envelope
@@ -70,6 +75,9 @@ def parse_envelope(root: Element, understood: frozenset[str] = DEFAULT_UNDERSTOO
     hold exactly one element, :class:`SoapMustUnderstand` for a header block
     marked mustUnderstand that is not in *understood*, and the WS-Addressing
     errors of :func:`~imagebridge.wire.wsa.parse_addressing` for a request.
+    With ``require_addressing=False`` (replies: some stacks omit WS-Addressing
+    on synchronous responses) a message without ``wsa:Action`` decodes with
+    ``addressing`` None; malformed addressing headers still raise.
     """
     namespace, local = qname_of(root)
     if local != "Envelope":
@@ -95,7 +103,13 @@ def parse_envelope(root: Element, understood: frozenset[str] = DEFAULT_UNDERSTOO
         except ImageBridgeError:
             addressing = None  # initiators must not depend on a fault's addressing
         return SoapMessage(addressing, others, None, fault)
+    if not require_addressing and not _has_action(header):
+        return SoapMessage(None, others, payload, None)
     return SoapMessage(parse_addressing(header), others, payload, None)
+
+
+def _has_action(header: Element | None) -> bool:
+    return header is not None and child(header, ns.WSA, "Action") is not None
 
 
 def _check_must_understand(header: Element | None, understood: frozenset[str]) -> None:

@@ -239,3 +239,13 @@ def test_whitespace_inside_addressing_uris_is_removed() -> None:
     assert message.addressing == AddressingHeaders(
         action=ITI38.request_action, relates_to="urn:uuid:018f8214-a4ee-7365-a587-f7a8e01e25bd"
     )
+
+
+def test_replies_without_addressing_decode_when_allowed() -> None:
+    data = _envelope("", body=f"<q:AdhocQueryResponse xmlns:q='{ns.QUERY}'/>")
+    with pytest.raises(AddressingHeaderRequired):
+        parse_envelope(parse_xml(data))
+    message = parse_envelope(parse_xml(data), require_addressing=False)
+    assert message.addressing is None and message.payload is not None
+    with pytest.raises(AddressingError):
+        parse_envelope(parse_xml(_envelope(GOOD_HEADER + GOOD_HEADER)), require_addressing=False)
