@@ -36,12 +36,12 @@ from imagebridge.wire.hl7v3.patient_discovery import (
 from imagebridge.wire.saml import parse_assertion
 from imagebridge.wire.soap import parse_envelope
 from imagebridge.wire.wsse import parse_security
+from imagebridge.wire.xds.imaging_retrieve import parse_retrieve_imaging_document_set_request
 from imagebridge.wire.xds.query import (
     parse_adhoc_query_request,
     parse_adhoc_query_response,
     parse_document_entry,
 )
-from imagebridge.wire.xds.imaging_retrieve import parse_retrieve_imaging_document_set_request
 from imagebridge.wire.xds.retrieve import (
     parse_retrieve_document_set_request,
     parse_retrieve_document_set_response,
