@@ -85,3 +85,38 @@ def _value_for(token: str) -> bytes:
 def substitute_placeholders(data: bytes) -> bytes:
     """Replace every ``$token$`` with a fixed test value of the right kind."""
     return _TOKEN.sub(lambda m: _value_for(m.group(1).decode()), data)
+
+
+# Namespaces a XUA header brings together; HL7 is there so xsi:type="hl7:CE" resolves.
+_XUA_IMPORTS = {
+    "http://docs.oasis-open.org/wss/2004/01/oasis-200401-wss-wssecurity-secext-1.0.xsd": (
+        "wss/oasis-200401-wss-wssecurity-secext-1.0.xsd"
+    ),
+    "http://docs.oasis-open.org/wss/oasis-wss-wssecurity-secext-1.1.xsd": (
+        "wss/oasis-wss-wssecurity-secext-1.1.xsd"
+    ),
+    "urn:oasis:names:tc:SAML:2.0:assertion": "saml2/saml-schema-assertion-2.0.xsd",
+    "http://www.w3.org/2001/10/xml-exc-c14n#": "xmldsig/exc-c14n.xsd",
+    "urn:hl7-org:v3": "hl7v3-ne2008/multicacheschemas/PRPA_IN201305UV02.xsd",
+}
+
+
+@functools.cache
+def xua_schema() -> etree.XMLSchema:
+    """One schema set: WSS 1.0/1.1, SAML 2.0, xmldsig, exc-c14n and the HL7 datatypes."""
+    imports = "".join(
+        f'<xs:import namespace="{n}" schemaLocation="{SCHEMA_DIR / p}"/>'
+        for n, p in _XUA_IMPORTS.items()
+    )
+    driver = f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>'
+    parser = etree.XMLParser(no_network=True)
+    root = etree.fromstring(driver.encode(), parser, base_url=str(SCHEMA_DIR / "xua.xsd"))
+    return etree.XMLSchema(root)
+
+
+def assert_xua_valid(element: etree._Element) -> None:
+    """Validate a SAML assertion or WS-Security header against the XUA schema set."""
+    validator = xua_schema()
+    if not validator.validate(etree.fromstring(etree.tostring(element))):
+        errors = "\n".join(f"  line {e.line}: {e.message}" for e in validator.error_log)
+        raise AssertionError(f"not valid against the XUA schema set:\n{errors}")

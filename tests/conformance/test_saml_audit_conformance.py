@@ -18,7 +18,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 from pathlib import Path
 from typing import Any
 
@@ -33,43 +32,13 @@ from imagebridge.wire import ns
 from imagebridge.wire.audit import parse_audit_message, render_audit_message
 from imagebridge.wire.saml import parse_assertion, render_assertion
 from imagebridge.wire.wsse import parse_security, render_security
-from imagebridge.wire.xml import Element, parse_xml
-from tests.conformance_data import SCHEMA_DIR, assert_valid
+from imagebridge.wire.xml import parse_xml
+from tests.conformance_data import assert_valid, assert_xua_valid
 
 pytestmark = pytest.mark.conformance
 
 SECURITY = ns.q(ns.WSSE, "Security")
 ASSERTION = ns.q(ns.SAML2, "Assertion")
-_XUA_IMPORTS = {
-    ns.WSSE: "wss/oasis-200401-wss-wssecurity-secext-1.0.xsd",
-    ns.WSSE11: "wss/oasis-wss-wssecurity-secext-1.1.xsd",
-    ns.SAML2: "saml2/saml-schema-assertion-2.0.xsd",
-    "http://www.w3.org/2001/10/xml-exc-c14n#": "xmldsig/exc-c14n.xsd",
-    ns.HL7: "hl7v3-ne2008/multicacheschemas/PRPA_IN201305UV02.xsd",
-}
-
-
-@functools.cache
-def xua_schema() -> etree.XMLSchema:
-    """WSS 1.0/1.1, SAML 2.0, xmldsig, exc-c14n and the HL7 datatypes in one schema set."""
-    imports = "".join(
-        f'<xs:import namespace="{n}" schemaLocation="{SCHEMA_DIR / p}"/>'
-        for n, p in _XUA_IMPORTS.items()
-    )
-    driver = f'<xs:schema xmlns:xs="http://www.w3.org/2001/XMLSchema">{imports}</xs:schema>'
-    parser = etree.XMLParser(no_network=True)
-    return etree.XMLSchema(
-        etree.fromstring(driver.encode(), parser, base_url=str(SCHEMA_DIR / "xua.xsd"))
-    )
-
-
-def assert_xua_valid(element: Element) -> None:
-    validator = xua_schema()
-    if not validator.validate(etree.fromstring(etree.tostring(element))):
-        errors = "\n".join(f"  line {e.line}: {e.message}" for e in validator.error_log)
-        raise AssertionError(f"not valid against the XUA schema set:\n{errors}")
-
-
 # accessor name -> expected value (CodedValue accessors: the code) or the error it raises
 XUA_SAMPLES: dict[str, dict[str, Any]] = {
     "connect/xua-saml/authFrameworkAssertion.xml": {

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import dataclasses
-import functools
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -61,42 +60,13 @@ from imagebridge.wire.soap import fault_for, parse_envelope, render_envelope
 from imagebridge.wire.wsa import AddressingHeaders
 from imagebridge.wire.wsse import parse_security, render_security
 from imagebridge.wire.xml import parse_xml
-from tests.conformance_data import SCHEMA_DIR, assert_valid
+from tests.conformance_data import assert_valid, assert_xua_valid
 
 T0 = Instant.parse("2024-05-01T10:00:00Z")
 T5 = Instant.parse("2024-05-01T10:05:00Z")
 CERT = base64.b64encode(b"0\x82\x01\x0a not a real certificate").decode()
 TREATMENT = CodedValue("TREATMENT", "2.16.840.1.113883.3.18.7.1", "nhin-purpose", "Treatment")
 DOCTOR = CodedValue("112247003", "2.16.840.1.113883.6.96", "SNOMED_CT", "Medical doctor")
-
-# Namespaces a XUA header brings together; HL7 is there so xsi:type="hl7:CE" resolves.
-_XUA_IMPORTS = {
-    ns.WSSE: "wss/oasis-200401-wss-wssecurity-secext-1.0.xsd",
-    ns.WSSE11: "wss/oasis-wss-wssecurity-secext-1.1.xsd",
-    ns.SAML2: "saml2/saml-schema-assertion-2.0.xsd",
-    "http://www.w3.org/2001/10/xml-exc-c14n#": "xmldsig/exc-c14n.xsd",
-    ns.HL7: "hl7v3-ne2008/multicacheschemas/PRPA_IN201305UV02.xsd",
-}
-
-
-@functools.cache
-def xua_schema() -> etree.XMLSchema:
-    """One schema set: WSS 1.0/1.1, SAML 2.0, xmldsig, exc-c14n and the HL7 datatypes."""
-    imports = "".join(
-        f'<xs:import namespace="{n}" schemaLocation="{SCHEMA_DIR / p}"/>'
-        for n, p in _XUA_IMPORTS.items()
-    )
-    driver = f'<xs:schema xmlns:xs="{XS_NS}">{imports}</xs:schema>'
-    parser = etree.XMLParser(no_network=True)
-    root = etree.fromstring(driver.encode(), parser, base_url=str(SCHEMA_DIR / "xua.xsd"))
-    return etree.XMLSchema(root)
-
-
-def assert_xua_valid(element: etree._Element) -> None:
-    validator = xua_schema()
-    if not validator.validate(etree.fromstring(etree.tostring(element))):
-        errors = "\n".join(f"  line {e.line}: {e.message}" for e in validator.error_log)
-        raise AssertionError(f"not valid against the XUA schema set:\n{errors}")
 
 
 def _attrs() -> tuple[Attribute, ...]:
