@@ -469,3 +469,33 @@ class PartnerUnavailable(ImageBridgeError):
 
 class ConfigError(ImageBridgeError):
     """The configuration file is missing, unreadable or invalid (says which key)."""
+
+
+# --- Store (index of patients, studies, instances, manifests) -------------------------
+
+
+class StoreError(ImageBridgeError):
+    """The index store could not do what was asked (database unreachable or refused a write)."""
+
+    fault_code = FaultCode.RECEIVER
+    xds_error_code = "XDSRegistryError"
+
+
+class PatientIdUnresolved(StoreError):
+    """An instance's Patient ID cannot become a community identifier (no ID or no authority)."""
+
+
+class SourceProtocolError(SourceError):
+    """The archive answered, but not as its protocol requires (bad JSON, multipart or status)."""
+
+
+class JsonMalformed(WireError):
+    """A JSON document (a DICOMweb answer, say) is not well formed or not of the expected shape."""
+
+
+class PatientDiscoveryRequiredAttributeMissing(PatientDiscoveryMissingElement):
+    """Cross Gateway Patient Discovery [ITI-55], Responding Gateway: the matching policy needs
+    a name part or birth date that the query lacks and that XCPD has no "requested" code for.
+
+    Answered as case 5 (AE, AnswerNotAvailable) with the missing attribute named in the text.
+    """
