@@ -33,6 +33,7 @@ from imagebridge.model.imaging import (
     DicomStudy,
     HierarchicDesignator,
     InstanceHeader,
+    OtherPatientId,
 )
 
 logger = logging.getLogger(__name__)
@@ -145,20 +146,35 @@ def instance_header_from_dataset(
 
 
 def patient_from_dataset(dataset: Dataset) -> DicomPatient:
-    """Patient module: name, id, issuer (with qualifiers), birth date, sex."""
+    """Patient module: name, id, issuer, birth date, sex, address, telephones, other ids."""
+    other_ids = []
+    for item in sequence(dataset, "OtherPatientIDsSequence"):
+        other_id = text(item, "PatientID")
+        if other_id:
+            other_ids.append(OtherPatientId(other_id, patient_issuer(item)))
+    return DicomPatient(
+        name=text(dataset, "PatientName"),
+        id=text(dataset, "PatientID"),
+        issuer=patient_issuer(dataset),
+        birth_date=text(dataset, "PatientBirthDate"),
+        sex=text(dataset, "PatientSex"),
+        address=text(dataset, "PatientAddress"),
+        telephones=tuple(
+            t.strip() for t in text(dataset, "PatientTelephoneNumbers").split("\\") if t.strip()
+        ),
+        other_ids=tuple(other_ids),
+    )
+
+
+def patient_issuer(dataset: Dataset) -> HierarchicDesignator | None:
+    """Issuer of Patient ID (0010,0021) with its Qualifiers Sequence (0010,0024), or None."""
     qualifiers = first_item(dataset, "IssuerOfPatientIDQualifiersSequence")
     local = text(dataset, "IssuerOfPatientID")
     universal = text(qualifiers, "UniversalEntityID") if qualifiers is not None else ""
     universal_type = text(qualifiers, "UniversalEntityIDType") if qualifiers is not None else ""
-    return DicomPatient(
-        name=text(dataset, "PatientName"),
-        id=text(dataset, "PatientID"),
-        issuer=HierarchicDesignator(local, universal, universal_type)
-        if local or universal
-        else None,
-        birth_date=text(dataset, "PatientBirthDate"),
-        sex=text(dataset, "PatientSex"),
-    )
+    if not local and not universal:
+        return None
+    return HierarchicDesignator(local, universal, universal_type)
 
 
 def study_from_dataset(dataset: Dataset) -> DicomStudy:

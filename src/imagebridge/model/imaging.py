@@ -72,14 +72,31 @@ class HierarchicDesignator:
 
 
 @dataclass(frozen=True, slots=True)
+class OtherPatientId:
+    """One Other Patient IDs Sequence (0010,1002) item: a Patient ID and its issuer."""
+
+    id: str
+    issuer: HierarchicDesignator | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class DicomPatient:
-    """Patient module attributes of a DICOM instance (copied unchanged into a KOS)."""
+    """Patient module attributes of a DICOM instance (copied unchanged into a KOS).
+
+    ``address`` is Patient's Address (0010,1040), ``telephones`` the values of
+    Patient's Telephone Numbers (0010,2154), ``other_ids`` the Other Patient
+    IDs Sequence (0010,1002): what the patient index matches on besides
+    name, birth date and sex.
+    """
 
     name: str = ""
     id: str = ""
     issuer: HierarchicDesignator | None = None
     birth_date: str = ""
     sex: str = ""
+    address: str = ""
+    telephones: tuple[str, ...] = ()
+    other_ids: tuple[OtherPatientId, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,93 @@
+"""Imaging Document Source index, the database engine and its schema migrations (Alembic).
+
+The engine is plain SQLAlchemy: SQLite by default, PostgreSQL (psycopg 3)
+when the URL says so.  For SQLite each connection gets WAL journaling, a
+busy timeout, foreign keys and ``synchronous=NORMAL``; an in-memory database
+(``sqlite://``) is one shared connection.  Migrations are Alembic scripts
+shipped inside the package and run programmatically (no ``alembic.ini``):
+:func:`upgrade` brings any database to the head revision and does nothing
+on one that is already there.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.pool import StaticPool
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+BUSY_TIMEOUT_MS = 10_000
+"""How long a SQLite connection waits for another writer before failing."""
+
+
+def is_sqlite(engine: Engine) -> bool:
+    """True for a SQLite database (which has a single writer at a time)."""
+    return engine.dialect.name == "sqlite"
+
+
+def is_memory(engine: Engine) -> bool:
+    """True for an in-memory SQLite database (one connection shared by every thread)."""
+    return is_sqlite(engine) and engine.url.database in (None, "", ":memory:")
+
+
+def open_engine(database_url: str) -> Engine:
+    """An engine for *database_url*, with the SQLite settings described above."""
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": BUSY_TIMEOUT_MS / 1000}
+    if url.database in (None, "", ":memory:"):
+        engine = create_engine(url, connect_args=connect_args, poolclass=StaticPool)
+        event.listen(engine, "connect", _memory_pragmas)
+    else:
+        engine = create_engine(url, connect_args=connect_args)
+        event.listen(engine, "connect", _file_pragmas)
+    return engine
+
+
+def _memory_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _file_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def alembic_config() -> Config:
+    """An Alembic configuration pointing at the package's migration scripts."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    return config
+
+
+def upgrade(engine: Engine) -> None:
+    """Bring the schema to the head revision (idempotent)."""
+    config = alembic_config()
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def head_revision() -> str | None:
+    """The newest migration revision shipped with this version."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The revision the database is at (None before the first migration)."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
