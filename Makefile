@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-# Debian packages the tests use: dciodvfy (dicom3tools) validates built KOS objects.
-DEBIAN_PACKAGES := dicom3tools
+# Debian packages the tests use: dciodvfy (dicom3tools) validates built KOS objects;
+# Orthanc with its DICOMweb plugin is the real PACS of the integration tests.
+DEBIAN_PACKAGES := dicom3tools orthanc orthanc-dicomweb
 SYSTEM_STAMP := $(VENV)/.system-packages
 
 .PHONY: demo test check bench venv clean system-packages

@@ -1,0 +1,145 @@
+"""multipart/related bodies (RFC 2387) as DICOMweb uses them: WADO-RS answers, STOW-RS requests.
+
+* :func:`iter_multipart` turns an async stream of body chunks into events:
+  :class:`PartStart` (with the part's headers), then the part's body as
+  ``bytes`` chunks, then :class:`PartEnd`.  It drives the incremental
+  :class:`~imagebridge.wire.mime.MultipartParser`, so memory stays bounded by
+  the chunk size whatever the size of a part.
+* :func:`encode_multipart_related` yields a STOW-RS request body, part by
+  part; bodies pass through untouched and are never joined.
+  :func:`multipart_related_content_type` gives the matching ``Content-Type``.
+
+Pure: no sockets or files; the boundary is a parameter (the caller picks one
+that cannot occur in the bodies, a random UUID).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from dataclasses import dataclass
+from typing import Final
+
+from imagebridge.errors import MimeMalformed
+from imagebridge.wire.mime import MultipartParser, PartHeaders, parse_media_type
+
+_BOUNDARY: Final = re.compile(r"[0-9A-Za-z'+_.-]{1,70}")  # bchars that need no quoting
+_MEDIA_TYPE: Final = re.compile(r"[\x20-\x7e]+")
+
+
+@dataclass(frozen=True, slots=True)
+class PartStart:
+    """A body part begins; its body chunks follow."""
+
+    headers: PartHeaders
+
+
+@dataclass(frozen=True, slots=True)
+class PartEnd:
+    """The current body part is complete."""
+
+
+_END: Final = PartEnd()
+
+MultipartEvent = PartStart | PartEnd | bytes
+
+
+def boundary_of(content_type: str, *, expected: str = "multipart/related") -> str:
+    """The ``boundary`` of a multipart ``Content-Type``; :class:`MimeMalformed` when absent."""
+    media = parse_media_type(content_type)
+    if media.mime_type != expected:
+        raise MimeMalformed(f"expected {expected}, got {media.mime_type!r}")
+    boundary = media.param("boundary")
+    if not boundary:
+        raise MimeMalformed(f"{expected} Content-Type has no boundary parameter")
+    return boundary
+
+
+class _Events:
+    """MultipartHandler that queues events until the reader hands them on."""
+
+    def __init__(self) -> None:
+        self.queue: list[MultipartEvent] = []
+
+    def start_part(self, headers: PartHeaders) -> None:
+        self.queue.append(PartStart(headers))
+
+    def part_data(self, data: memoryview) -> None:
+        self.queue.append(bytes(data))
+
+    def end_part(self) -> None:
+        self.queue.append(_END)
+
+
+async def iter_multipart(
+    chunks: AsyncIterable[bytes], boundary: str, *, max_header_bytes: int = 16 * 1024
+) -> AsyncIterator[MultipartEvent]:
+    """multipart/related reader: the parts of a streamed body, as events in stream order.
+
+    Raises :class:`~imagebridge.errors.MimeTruncated` when the stream ends
+    before the closing delimiter and :class:`~imagebridge.errors.MimeMissingRoot`
+    when it holds no part at all.
+    """
+    events = _Events()
+    parser = MultipartParser(boundary, events, max_header_bytes=max_header_bytes)
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        parser.feed(chunk)
+        if events.queue:
+            pending, events.queue = events.queue, []
+            for event in pending:
+                yield event
+        if parser.complete:
+            break
+    parser.close()
+
+
+def multipart_related_content_type(boundary: str, part_type: str) -> str:
+    """``Content-Type`` of a multipart/related body whose parts are all *part_type*."""
+    _check_boundary(boundary)
+    if not _MEDIA_TYPE.fullmatch(part_type) or '"' in part_type:
+        raise ValueError(f"part media type {part_type[:80]!r} is not valid here")
+    return f'multipart/related; type="{part_type}"; boundary={boundary}'
+
+
+async def encode_multipart_related(
+    bodies: Iterable[AsyncIterable[bytes] | Iterable[bytes]]
+    | AsyncIterable[AsyncIterable[bytes] | Iterable[bytes]],
+    *,
+    boundary: str,
+    part_type: str,
+) -> AsyncIterator[bytes]:
+    """multipart/related writer: every body as one part of type *part_type*, chunk by chunk."""
+    _check_boundary(boundary)
+    dash = b"--" + boundary.encode("ascii")
+    head = f"Content-Type: {part_type}\r\n\r\n".encode("ascii")
+    async for body in _each(bodies):
+        yield dash + b"\r\n" + head
+        if isinstance(body, AsyncIterable):
+            async for chunk in body:
+                if chunk:
+                    yield chunk
+        else:
+            for chunk in body:
+                if chunk:
+                    yield chunk
+        yield b"\r\n"
+    yield dash + b"--\r\n"
+
+
+async def _each(
+    items: Iterable[AsyncIterable[bytes] | Iterable[bytes]]
+    | AsyncIterable[AsyncIterable[bytes] | Iterable[bytes]],
+) -> AsyncIterator[AsyncIterable[bytes] | Iterable[bytes]]:
+    if isinstance(items, AsyncIterable):
+        async for item in items:
+            yield item
+    else:
+        for item in items:
+            yield item
+
+
+def _check_boundary(boundary: str) -> None:
+    if not _BOUNDARY.fullmatch(boundary):
+        raise ValueError(f"MIME boundary {boundary[:80]!r} must be 1-70 token characters")
