@@ -41,6 +41,15 @@ class ServerConfig:
 
     host: str = "127.0.0.1"
     port: int = 8080
+    tls_certificate: Path | None = None
+    """PEM certificate chain of this gateway; with ``tls_private_key`` it turns HTTPS on."""
+    tls_private_key: Path | None = None
+    tls_client_ca: Path | None = None
+    """PEM bundle of the CAs whose client certificates are accepted (mutual TLS)."""
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_certificate is not None and self.tls_private_key is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +81,10 @@ class RepositoryConfig:
     called_ae: str | None = None
     calling_ae: str = "IMAGEBRIDGE"
     retrieve: str = "get"
+    move_destination: str = ""
+    """AE title the PACS sends C-MOVE results to (our Storage SCP), for ``retrieve = "move"``."""
+    move_port: int | None = None
+    """Port of our Storage SCP for C-MOVE (required with ``retrieve = "move"``)."""
     scan_interval: float = 30.0
 
 
@@ -151,6 +164,10 @@ def config_from_mapping(
         seen.add(repo.unique_id)
     if not 0 < config.server.port < 65536:
         raise ConfigError(f"server.port {config.server.port} is not a TCP port")
+    if (config.server.tls_certificate is None) != (config.server.tls_private_key is None):
+        raise ConfigError("server.tls_certificate and server.tls_private_key go together")
+    if config.server.tls_client_ca is not None and not config.server.tls:
+        raise ConfigError("server.tls_client_ca needs server.tls_certificate and tls_private_key")
     return config
 
 
@@ -225,6 +242,8 @@ def _repository(index: int, value: Any, source: Path | None) -> RepositoryConfig
             raise ConfigError(f"{where}: source {repo.source!r} needs the key {key!r}")
     if repo.retrieve not in ("get", "move"):
         raise ConfigError(f"{where}.retrieve must be 'get' or 'move'")
+    if repo.retrieve == "move" and (repo.move_port is None or not repo.move_destination):
+        raise ConfigError(f"{where}: retrieve = 'move' needs move_port and move_destination")
     if repo.path is not None and not repo.path.is_absolute() and source is not None:
         # Relative folder paths are relative to the configuration file.
         repo = dataclasses.replace(repo, path=(source.parent / repo.path).resolve())

@@ -1,0 +1,148 @@
+"""Composition root: configuration in, a running gateway (ASGI app) out.
+
+The ASGI lifespan owns the store, the image sources and their background
+indexing.  A folder archive is indexed before the first request is answered
+and re-scanned every ``scan_interval`` seconds so that new files are served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import anyio
+from starlette.applications import Starlette
+
+from imagebridge.actors.responding.catalog import CatalogSettings, ManifestCatalog
+from imagebridge.actors.responding.matching import MatchPolicy
+from imagebridge.actors.responding.patient_discovery import PatientDiscoveryResponder
+from imagebridge.actors.responding.query import CrossGatewayQueryResponder
+from imagebridge.actors.responding.retrieve import CrossGatewayRetrieveResponder
+from imagebridge.config import Config, RepositoryConfig
+from imagebridge.dicom.metadata import ManifestMetadataSettings
+from imagebridge.errors import ConfigError
+from imagebridge.sources.base import ImageSource
+from imagebridge.sources.dicomweb import DicomWebSource
+from imagebridge.sources.dimse import DimseSource
+from imagebridge.sources.folder import FolderSource
+from imagebridge.sources.indexer import keep_indexed
+from imagebridge.store import Store
+from imagebridge.transactions import Transaction
+from imagebridge.transport.server import SoapEndpoint, soap_routes
+
+log = logging.getLogger(__name__)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class Gateway:
+    """Everything a running gateway holds; built by :func:`open_gateway`."""
+
+    config: Config
+    store: Store
+    sources: dict[str, ImageSource]
+    catalog: ManifestCatalog
+    endpoints: list[SoapEndpoint]
+
+
+def build_source(repo: RepositoryConfig, store: Store) -> ImageSource:
+    """The image source adapter one ``[[repositories]]`` entry describes."""
+    if repo.source == "folder" and repo.path is not None:
+        return FolderSource(repo.unique_id, repo.path, store)
+    if repo.source == "dicomweb" and repo.url is not None:
+        return DicomWebSource(repo.unique_id, repo.url)
+    if repo.source == "dimse" and repo.host and repo.port and repo.called_ae:
+        return DimseSource(
+            repo.unique_id,
+            repo.host,
+            repo.port,
+            repo.called_ae,
+            repo.calling_ae,
+            retrieve="move" if repo.retrieve == "move" else "get",
+            move_destination=repo.move_destination,
+            move_port=repo.move_port,
+        )
+    raise ConfigError(f"repository {repo.unique_id}: incomplete {repo.source} settings")
+
+
+def open_store(config: Config) -> Store:
+    """The store of *config*, migrated to the current schema."""
+    return Store.open(
+        config.store.database_url,
+        default_assigning_authority=config.community.patient_id_authority or None,
+    )
+
+
+def build_gateway(config: Config, store: Store, sources: Mapping[str, ImageSource]) -> Gateway:
+    """Wire the responders to *store* and *sources* (no I/O happens here)."""
+    home = config.community.home_community_id
+    metadata = ManifestMetadataSettings(
+        patient_id_issuer=config.community.patient_id_authority,
+        accession_issuer=config.community.accession_authority,
+        author_institution="",
+    )
+    catalog = ManifestCatalog(
+        store,
+        sources,
+        CatalogSettings(
+            home=home,
+            metadata=metadata,
+            retrieve_ae_titles={r.unique_id: r.retrieve_ae_title for r in config.repositories},
+            institution_name=config.community.name,
+        ),
+        clock=_now,
+    )
+    policy = MatchPolicy(allow_multiple=config.xcpd.allow_multiple)
+    xcpd = PatientDiscoveryResponder(store, home, policy)
+    query = CrossGatewayQueryResponder(catalog, store, home)
+    retrieve = CrossGatewayRetrieveResponder(catalog, home)
+    endpoints = [
+        SoapEndpoint("/xcpd", {Transaction.ITI_55: xcpd.handle}),
+        SoapEndpoint("/xca/query", {Transaction.ITI_38: query.handle}),
+        SoapEndpoint("/xca/retrieve", {Transaction.ITI_39: retrieve.handle}),
+    ]
+    return Gateway(config, store, dict(sources), catalog, endpoints)
+
+
+@contextlib.asynccontextmanager
+async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
+    """Open the store and sources, index folder archives, yield the gateway, close all."""
+    store = open_store(config)
+    sources = {r.unique_id: build_source(r, store) for r in config.repositories}
+    try:
+        for repo_id, source in sources.items():
+            if isinstance(source, FolderSource):
+                report = await source.sync()
+                log.info("indexed repository %s: %s", repo_id, report)
+        yield build_gateway(config, store, sources)
+    finally:
+        for source in sources.values():
+            with contextlib.suppress(Exception):
+                await source.aclose()
+        store.close()
+
+
+def create_app(config: Config) -> Starlette:
+    """The ASGI application for ``imagebridge serve``."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with open_gateway(config) as gateway, anyio.create_task_group() as tasks:
+            for repo in config.repositories:
+                source = gateway.sources[repo.unique_id]
+                if isinstance(source, FolderSource):
+                    tasks.start_soon(source.watch, repo.scan_interval)
+                else:
+                    tasks.start_soon(keep_indexed, source, gateway.store, repo.scan_interval)
+            app.router.routes.extend(soap_routes(gateway.endpoints))
+            app.state.gateway = gateway
+            yield
+            tasks.cancel_scope.cancel()
+
+    return Starlette(lifespan=lifespan)
