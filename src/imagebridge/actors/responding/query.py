@@ -100,17 +100,19 @@ class CrossGatewayQueryResponder:
     async def _find(
         self, patient_id: PatientId, query: FindDocumentsFilters
     ) -> tuple[list[DocumentEntry], list[RegistryError]]:
-        known = await anyio.to_thread.run_sync(self._store.patient, patient_id)
-        if known is None:
-            return [], [
-                RegistryError(
-                    v.XDS_UNKNOWN_PATIENT_ID,
-                    "The patient identifier is not known in this community.",
-                    Severity.ERROR,
-                    self._home.urn,
-                )
-            ]
+        # Live archives are asked first: a patient new to the index may be in a PACS.
         manifests = await self._catalog.for_patient(patient_id)
+        if not manifests.entries and not manifests.errors:
+            known = await anyio.to_thread.run_sync(self._store.patient, patient_id)
+            if known is None:
+                return [], [
+                    RegistryError(
+                        v.XDS_UNKNOWN_PATIENT_ID,
+                        "The patient identifier is not known in this community.",
+                        Severity.ERROR,
+                        self._home.urn,
+                    )
+                ]
         return select(manifests.entries, query), list(manifests.errors)
 
     async def _get(
