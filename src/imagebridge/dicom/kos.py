@@ -53,23 +53,31 @@ IMPLEMENTATION_VERSION_NAME = "IMAGEBRIDGE"
 _AE_TITLE_MAX = 16
 
 
-def manifest_uid(study_uid: str, instances: Iterable[InstanceHeader]) -> str:
+def manifest_uid(
+    study_uid: str, instances: Iterable[InstanceHeader], *, repository_unique_id: str = ""
+) -> str:
     """Imaging Document Source, KOS SOP Instance UID for one version of a study.
 
-    ``2.25.<decimal of 128 bits of SHA-256>`` over the study UID and the set of
-    (series, SOP class, SOP instance) of its instances: the same instance set
-    always gives the same UID (order and duplicates do not matter), any
-    change of the set gives a new one.
+    ``2.25.<decimal of 128 bits of SHA-256>`` over the repositoryUniqueId, the
+    study UID and the set of (series, SOP class, SOP instance) of its
+    instances: the same instance set always gives the same UID (order and
+    duplicates do not matter), any change of the set gives a new one, and two
+    repositories holding the same study publish different manifests (their
+    retrieve locations differ, so their bytes do).
     """
-    return _derived_uid("kos-sop-instance", study_uid, instances)
+    return _derived_uid("kos-sop-instance", study_uid, instances, repository_unique_id)
 
 
-def manifest_series_uid(study_uid: str, instances: Iterable[InstanceHeader]) -> str:
+def manifest_series_uid(
+    study_uid: str, instances: Iterable[InstanceHeader], *, repository_unique_id: str = ""
+) -> str:
     """Imaging Document Source, KOS Series Instance UID, derived like :func:`manifest_uid`."""
-    return _derived_uid("kos-series-instance", study_uid, instances)
+    return _derived_uid("kos-series-instance", study_uid, instances, repository_unique_id)
 
 
-def _derived_uid(purpose: str, study_uid: str, instances: Iterable[InstanceHeader]) -> str:
+def _derived_uid(
+    purpose: str, study_uid: str, instances: Iterable[InstanceHeader], repository: str = ""
+) -> str:
     lines: set[str] = set()
     for header in instances:
         if header.study.study_instance_uid != study_uid:
@@ -81,7 +89,8 @@ def _derived_uid(purpose: str, study_uid: str, instances: Iterable[InstanceHeade
             f"{header.series.series_instance_uid}\t{header.sop_class_uid}\t"
             f"{header.sop_instance_uid}\n"
         )
-    digest = hashlib.sha256(f"imagebridge {purpose}\n{study_uid}\n".encode())
+    scope = f"{repository}\n" if repository else ""
+    digest = hashlib.sha256(f"imagebridge {purpose}\n{scope}{study_uid}\n".encode())
     for line in sorted(lines):
         digest.update(line.encode())
     return f"2.25.{int.from_bytes(digest.digest()[:16], 'big')}"

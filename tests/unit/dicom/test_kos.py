@@ -522,3 +522,15 @@ def test_our_manifest_for_nist_images_matches_nist_manifest(
     assert set(imaging_document_locators(ours)) == set(imaging_document_locators(nist))
     assert ours.patient == nist.patient
     assert dciodvfy(_write(tmp_path, _build(headers))) == []
+
+
+def test_manifest_uids_differ_between_repositories() -> None:
+    headers = study_headers(DEMO_PATIENTS[0], modality="CR", seed=9)
+    study = headers[0].study.study_instance_uid
+    a = manifest_uid(study, headers, repository_unique_id="1.2.3.1")
+    b = manifest_uid(study, headers, repository_unique_id="1.2.3.2")
+    assert a != b
+    assert a == manifest_uid(study, list(reversed(headers)), repository_unique_id="1.2.3.1")
+    assert manifest_series_uid(study, headers, repository_unique_id="1.2.3.1") != (
+        manifest_series_uid(study, headers, repository_unique_id="1.2.3.2")
+    )

@@ -139,10 +139,10 @@ class ManifestCatalog:
         if found is not None and found.fingerprint == study.fingerprint:
             return found
         instances = store.study_instances(uid, repo)
-        kos_uid = manifest_uid(uid, instances)
+        kos_uid = manifest_uid(uid, instances, repository_unique_id=repo)
         previous = store.manifest_by_uid(kos_uid)
         content = previous.content_datetime if previous is not None else self._clock()
-        series_uid = manifest_series_uid(uid, instances)
+        series_uid = manifest_series_uid(uid, instances, repository_unique_id=repo)
         kos = build_kos(
             instances,
             sop_instance_uid=kos_uid,
