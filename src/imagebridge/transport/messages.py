@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Iterable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from imagebridge.transactions import TransactionSpec
@@ -33,3 +33,17 @@ class SoapReply:
 
     payload: Element
     attachments: Iterable[Attachment] | AsyncIterable[Attachment] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamedReply:
+    """An MTOM reply whose payload is known only after its attachments were sent.
+
+    The server streams ``attachments`` as they are produced and then awaits
+    ``payload`` for the root part, which it writes last (RFC 2387 ``start``
+    names it).  A retrieve can so report every document that failed while it
+    was being streamed, without ever truncating the MIME body.
+    """
+
+    attachments: AsyncIterable[Attachment]
+    payload: Callable[[], Awaitable[Element]]

@@ -28,22 +28,23 @@ from imagebridge.transport.faults import (
     fault_response,
     internal_fault,
 )
-from imagebridge.transport.messages import SoapReply, SoapRequest
+from imagebridge.transport.messages import SoapReply, SoapRequest, StreamedReply
 from imagebridge.wire.mtom import (
     DEFAULT_MTOM_LIMITS,
     MtomLimits,
     MtomPackage,
     encode_mtom_async,
+    encode_mtom_root_last,
     mtom_content_type,
     read_mtom,
 )
 from imagebridge.wire.soap import parse_envelope, render_envelope
-from imagebridge.wire.wsa import check_request, response_headers
+from imagebridge.wire.wsa import AddressingHeaders, check_request, response_headers
 from imagebridge.wire.xml import DEFAULT_LIMITS, XmlLimits, parse_xml, qname_of, serialize
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[SoapRequest], Awaitable[SoapReply]]
+Handler = Callable[[SoapRequest], Awaitable[SoapReply | StreamedReply]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +125,31 @@ def _check_payload(spec: TransactionSpec, payload: Any) -> None:
         )
 
 
-def _encode_reply(spec: TransactionSpec, request: SoapRequest, reply: SoapReply) -> Response:
+def _encode_reply(
+    spec: TransactionSpec, request: SoapRequest, reply: SoapReply | StreamedReply
+) -> Response:
     headers = response_headers(spec, request.addressing, message_id=_new_id())
+    if isinstance(reply, StreamedReply):
+        return _streamed(headers, reply)
     root = serialize(render_envelope(headers, reply.payload))
     if not spec.mtom:
         return Response(root, media_type=SOAP_CONTENT_TYPE)
     boundary = f"MIMEBoundary_{uuid.uuid4().hex}"
     root_id = f"root.{uuid.uuid4().hex}@imagebridge"
     body = encode_mtom_async(root, reply.attachments, boundary=boundary, root_content_id=root_id)
+    return StreamingResponse(body, media_type=mtom_content_type(boundary, root_id))
+
+
+def _streamed(headers: AddressingHeaders, reply: StreamedReply) -> Response:
+    boundary = f"MIMEBoundary_{uuid.uuid4().hex}"
+    root_id = f"root.{uuid.uuid4().hex}@imagebridge"
+
+    async def root() -> bytes:
+        return serialize(render_envelope(headers, await reply.payload()))
+
+    body = encode_mtom_root_last(
+        reply.attachments, root, boundary=boundary, root_content_id=root_id
+    )
     return StreamingResponse(body, media_type=mtom_content_type(boundary, root_id))
 
 

@@ -56,6 +56,7 @@ from imagebridge.wire.mtom_writer import (
     Attachment,
     encode_mtom,
     encode_mtom_async,
+    encode_mtom_root_last,
     mtom_content_type,
 )
 from imagebridge.wire.spool import PartSink, SpoolingSink, StoredBody
@@ -72,6 +73,7 @@ __all__ = [
     "ResolvedInclude",
     "encode_mtom",
     "encode_mtom_async",
+    "encode_mtom_root_last",
     "mtom_content_type",
     "read_mtom",
     "resolve_xop_includes",

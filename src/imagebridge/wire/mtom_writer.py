@@ -15,7 +15,7 @@ UUID); the writer does not search the bodies for it.  Build the matching
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Final
 
@@ -69,6 +69,54 @@ def encode_mtom_async(
     return _encode_async(framing, root, attachments)
 
 
+def encode_mtom_root_last(
+    attachments: Iterable[Attachment] | AsyncIterable[Attachment],
+    root: Callable[[], Awaitable[bytes]],
+    *,
+    boundary: str,
+    root_content_id: str,
+) -> AsyncIterator[bytes]:
+    """MTOM/XOP package writer that sends the attachments first and the root part last.
+
+    The ``start`` parameter of :func:`mtom_content_type` names the root wherever
+    it stands (RFC 2387), so a responder can stream parts as it fetches them and
+    write the SOAP envelope, with the final status and per-document errors,
+    once every part is known.  *root* is awaited after the last attachment.
+    """
+    framing = _Framing(boundary, root_content_id)
+    return _encode_root_last(framing, attachments, root)
+
+
+async def _encode_root_last(
+    framing: _Framing,
+    attachments: Iterable[Attachment] | AsyncIterable[Attachment],
+    root: Callable[[], Awaitable[bytes]],
+) -> AsyncIterator[bytes]:
+    first = True
+    async for attachment in _each(attachments):
+        head = framing.part_head(attachment)
+        yield head[2:] if first else head  # no CRLF before the very first delimiter
+        first = False
+        async for chunk in _chunks(attachment.body):
+            yield chunk
+    yield framing.root_head if first else b"\r\n" + framing.root_head
+    envelope = await root()
+    if envelope:
+        yield envelope
+    yield framing.closing
+
+
+async def _chunks(body: Iterable[bytes] | AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+    if isinstance(body, AsyncIterable):
+        async for chunk in body:
+            if chunk:
+                yield chunk
+    else:
+        for chunk in body:
+            if chunk:
+                yield chunk
+
+
 def _encode(framing: _Framing, root: bytes, attachments: Iterable[Attachment]) -> Iterator[bytes]:
     yield framing.root_head
     if root:
@@ -92,15 +140,8 @@ async def _encode_async(
         yield root
     async for attachment in _each(attachments):
         yield framing.part_head(attachment)
-        body = attachment.body
-        if isinstance(body, AsyncIterable):
-            async for chunk in body:
-                if chunk:
-                    yield chunk
-        else:
-            for chunk in body:
-                if chunk:
-                    yield chunk
+        async for chunk in _chunks(attachment.body):
+            yield chunk
     yield framing.closing
 
 

@@ -34,6 +34,7 @@ from imagebridge.wire.mtom import (
     MtomReader,
     encode_mtom,
     encode_mtom_async,
+    encode_mtom_root_last,
     mtom_content_type,
     read_mtom,
     resolve_xop_includes,
@@ -799,3 +800,27 @@ def test_part_headers_accessors() -> None:
     assert headers.content_type == "text/xml"
     assert headers.transfer_encoding == "binary"
     assert PartHeaders((("content-id", "<>"),)).content_id is None
+
+
+@pytest.mark.anyio
+async def test_root_last_package_reads_back() -> None:
+    async def body() -> AsyncIterator[bytes]:
+        yield b"part-one"
+        yield b"-more"
+
+    async def root() -> bytes:
+        return b"<env/>"
+
+    chunks = encode_mtom_root_last(
+        [Attachment("a@x", "application/dicom", body()), Attachment("b@x", "text/plain", [b"b"])],
+        root,
+        boundary="bnd",
+        root_content_id="root@x",
+    )
+    data = b"".join([c async for c in chunks])
+    assert data.startswith(b"--bnd\r\n")
+    assert data.index(b"<root@x>") > data.index(b"<b@x>")
+    with await read_mtom(mtom_content_type("bnd", "root@x"), [data]) as package:
+        assert package.root == b"<env/>"
+        assert package.parts["a@x"].open().read() == b"part-one-more"
+        assert package.parts["b@x"].size == 1
