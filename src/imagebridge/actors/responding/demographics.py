@@ -10,7 +10,6 @@ normalisation is :mod:`imagebridge.model.normalise`.
 
 from __future__ import annotations
 
-import calendar
 import logging
 from dataclasses import dataclass
 from enum import Enum, StrEnum
@@ -194,17 +193,18 @@ def normalise_query(parameters: ParameterList) -> NormalisedQuery:
 
 
 def _date_digits(ts: str) -> str:
-    """The date part of an HL7 TS at its precision; raises for an impossible date."""
+    """The date part of an HL7 TS at its precision (YYYY, YYYYMM or YYYYMMDD).
+
+    Lenient on input: only the form is checked, not the calendar.  A birth date
+    such as ``19849711`` (NIST test 15500's patient) is compared digit for
+    digit with what the archive holds, which is what an initiator expects of a
+    data-entry oddity that exists on both sides.
+    """
     digits = ts.strip()[:8]
     if len(digits) not in (4, 6, 8) or not digits.isdigit():
         raise PatientDiscoveryInvalidTimestamp(
             f"livingSubjectBirthTime {ts[:20]!r} is not YYYY, YYYYMM or YYYYMMDD"
         )
-    year = int(digits[:4])
-    month = int(digits[4:6]) if len(digits) >= 6 else 1
-    day = int(digits[6:8]) if len(digits) == 8 else 1
-    if year < 1 or not 1 <= month <= 12 or not 1 <= day <= calendar.monthrange(year, month)[1]:
-        raise PatientDiscoveryInvalidTimestamp(f"livingSubjectBirthTime {ts[:20]!r} is no date")
     return digits
 
 
