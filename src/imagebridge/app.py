@@ -12,11 +12,19 @@ import logging
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 import anyio
+import httpx
 from starlette.applications import Starlette
 
 from imagebridge.actors.responding.catalog import CatalogSettings, ManifestCatalog
+from imagebridge.actors.responding.imaging_retrieve import (
+    BackendFactory,
+    ImagingRetrieveResponder,
+    ImagingRetrieveSettings,
+)
+from imagebridge.actors.responding.imaging_sources import ArchiveImagingSource, RemoteImagingSource
 from imagebridge.actors.responding.matching import MatchPolicy
 from imagebridge.actors.responding.patient_discovery import PatientDiscoveryResponder
 from imagebridge.actors.responding.query import CrossGatewayQueryResponder
@@ -31,6 +39,7 @@ from imagebridge.sources.folder import FolderSource
 from imagebridge.sources.indexer import keep_indexed
 from imagebridge.store import Store
 from imagebridge.transactions import Transaction
+from imagebridge.transport.client import SoapClient
 from imagebridge.transport.server import SoapEndpoint, soap_routes
 
 log = logging.getLogger(__name__)
@@ -79,7 +88,29 @@ def open_store(config: Config) -> Store:
     )
 
 
-def build_gateway(config: Config, store: Store, sources: Mapping[str, ImageSource]) -> Gateway:
+def _imaging_backends(
+    config: Config, store: Store, sources: Mapping[str, ImageSource], client: SoapClient
+) -> dict[str, BackendFactory]:
+    """One imaging retrieve back end per repository: archives we read, remote IDSs."""
+    location = config.community.home_community_id.urn
+    backends: dict[str, BackendFactory] = {}
+    for repo in config.repositories:
+        if repo.source == "ids" and repo.url is not None:
+            backends[repo.unique_id] = partial(
+                RemoteImagingSource, repo.unique_id, repo.url, client, location
+            )
+        else:
+            source = sources[repo.unique_id]
+            backends[repo.unique_id] = partial(ArchiveImagingSource, source, store, location)
+    return backends
+
+
+def build_gateway(
+    config: Config,
+    store: Store,
+    sources: Mapping[str, ImageSource],
+    client: SoapClient,
+) -> Gateway:
     """Wire the responders to *store* and *sources* (no I/O happens here)."""
     home = config.community.home_community_id
     metadata = ManifestMetadataSettings(
@@ -102,10 +133,20 @@ def build_gateway(config: Config, store: Store, sources: Mapping[str, ImageSourc
     xcpd = PatientDiscoveryResponder(store, home, policy)
     query = CrossGatewayQueryResponder(catalog, store, home)
     retrieve = CrossGatewayRetrieveResponder(catalog, home)
+    backends = _imaging_backends(config, store, sources, client or SoapClient(httpx.AsyncClient()))
+    archives = {k: b for k, b in backends.items() if k in sources}
+    rad75 = ImagingRetrieveResponder(
+        backends, ImagingRetrieveSettings(home=home, cross_gateway=True)
+    )
+    rad69 = ImagingRetrieveResponder(
+        archives, ImagingRetrieveSettings(home=home, cross_gateway=False)
+    )
     endpoints = [
         SoapEndpoint("/xcpd", {Transaction.ITI_55: xcpd.handle}),
         SoapEndpoint("/xca/query", {Transaction.ITI_38: query.handle}),
         SoapEndpoint("/xca/retrieve", {Transaction.ITI_39: retrieve.handle}),
+        SoapEndpoint("/xcai/retrieve", {Transaction.RAD_75: rad75.handle}),
+        SoapEndpoint("/ids/retrieve", {Transaction.RAD_69: rad69.handle}),
     ]
     return Gateway(config, store, dict(sources), catalog, endpoints)
 
@@ -114,14 +155,18 @@ def build_gateway(config: Config, store: Store, sources: Mapping[str, ImageSourc
 async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
     """Open the store and sources, index folder archives, yield the gateway, close all."""
     store = open_store(config)
-    sources = {r.unique_id: build_source(r, store) for r in config.repositories}
+    sources = {
+        r.unique_id: build_source(r, store) for r in config.repositories if r.source != "ids"
+    }
+    http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
     try:
         for repo_id, source in sources.items():
             if isinstance(source, FolderSource):
                 report = await source.sync()
                 log.info("indexed repository %s: %s", repo_id, report)
-        yield build_gateway(config, store, sources)
+        yield build_gateway(config, store, sources, SoapClient(http))
     finally:
+        await http.aclose()
         for source in sources.values():
             with contextlib.suppress(Exception):
                 await source.aclose()
@@ -135,7 +180,9 @@ def create_app(config: Config) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with open_gateway(config) as gateway, anyio.create_task_group() as tasks:
             for repo in config.repositories:
-                source = gateway.sources[repo.unique_id]
+                source = gateway.sources.get(repo.unique_id)
+                if source is None:
+                    continue
                 if isinstance(source, FolderSource):
                     tasks.start_soon(source.watch, repo.scan_interval)
                 else:

@@ -20,7 +20,8 @@ from imagebridge.errors import ConfigError, ImageBridgeError
 from imagebridge.model.ids import HomeCommunityId, validate_oid
 
 ENV_PREFIX = "IMAGEBRIDGE_"
-SOURCE_KINDS = ("folder", "dicomweb", "dimse")
+SOURCE_KINDS = ("folder", "dicomweb", "dimse", "ids")
+"""``ids``: a remote Imaging Document Source reached with RAD-69 (XDS-I.b community)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +237,12 @@ def _repository(index: int, value: Any, source: Path | None) -> RepositoryConfig
         raise ConfigError(exc.message) from exc
     if repo.source not in SOURCE_KINDS:
         raise ConfigError(f"{where}.source must be one of {', '.join(SOURCE_KINDS)}")
-    needed = {"folder": ("path",), "dicomweb": ("url",), "dimse": ("host", "port", "called_ae")}
+    needed = {
+        "folder": ("path",),
+        "dicomweb": ("url",),
+        "dimse": ("host", "port", "called_ae"),
+        "ids": ("url",),
+    }
     for key in needed[repo.source]:
         if getattr(repo, key) in (None, ""):
             raise ConfigError(f"{where}: source {repo.source!r} needs the key {key!r}")

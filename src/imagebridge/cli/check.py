@@ -29,6 +29,9 @@ async def run_check(config: Config, console: Console | None = None) -> int:
     ok = True
     try:
         for repo in config.repositories:
+            if repo.source == "ids":
+                table.add_row(repo.unique_id, repo.source, "-", f"remote IDS at {repo.url}")
+                continue
             try:
                 source = build_source(repo, store)
                 try:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from anyio.streams.memory import MemoryObjectSendStream
+
 from imagebridge.transactions import TransactionSpec
 from imagebridge.wire.mtom import Attachment, MtomPart
 from imagebridge.wire.wsa import AddressingHeaders
@@ -37,13 +39,19 @@ class SoapReply:
 
 @dataclass(frozen=True, slots=True)
 class StreamedReply:
-    """An MTOM reply whose payload is known only after its attachments were sent.
+    """An MTOM reply produced while it is sent; its payload is known only at the end.
 
-    The server streams ``attachments`` as they are produced and then awaits
-    ``payload`` for the root part, which it writes last (RFC 2387 ``start``
-    names it).  A retrieve can so report every document that failed while it
-    was being streamed, without ever truncating the MIME body.
+    The server runs ``produce`` in a task of its own, handing it the sending
+    end of a small bounded channel, and writes each attachment it puts there
+    as soon as it arrives (so producers for several repositories can run
+    concurrently).  When ``produce`` returns, ``payload`` is awaited for the
+    root part, written last (RFC 2387 ``start`` names it): a retrieve reports
+    every document that failed while it was streaming, and the MIME body is
+    never truncated.  ``close`` runs in every case (end, error, client gone)
+    to release spooled data.
     """
 
-    attachments: AsyncIterable[Attachment]
+    produce: Callable[[MemoryObjectSendStream[Attachment]], Awaitable[None]]
     payload: Callable[[], Awaitable[Element]]
+    close: Callable[[], Awaitable[None]]
+    buffer: int = 4

@@ -29,18 +29,18 @@ from imagebridge.transport.faults import (
     internal_fault,
 )
 from imagebridge.transport.messages import SoapReply, SoapRequest, StreamedReply
+from imagebridge.transport.streaming import ProducedMtomResponse
 from imagebridge.wire.mtom import (
     DEFAULT_MTOM_LIMITS,
     MtomLimits,
     MtomPackage,
     encode_mtom_async,
-    encode_mtom_root_last,
     mtom_content_type,
     read_mtom,
 )
 from imagebridge.wire.soap import parse_envelope, render_envelope
 from imagebridge.wire.wsa import AddressingHeaders, check_request, response_headers
-from imagebridge.wire.xml import DEFAULT_LIMITS, XmlLimits, parse_xml, qname_of, serialize
+from imagebridge.wire.xml import DEFAULT_LIMITS, Element, XmlLimits, parse_xml, qname_of, serialize
 
 log = logging.getLogger(__name__)
 
@@ -144,13 +144,10 @@ def _streamed(headers: AddressingHeaders, reply: StreamedReply) -> Response:
     boundary = f"MIMEBoundary_{uuid.uuid4().hex}"
     root_id = f"root.{uuid.uuid4().hex}@imagebridge"
 
-    async def root() -> bytes:
-        return serialize(render_envelope(headers, await reply.payload()))
+    async def root(payload: Element) -> bytes:
+        return serialize(render_envelope(headers, payload))
 
-    body = encode_mtom_root_last(
-        reply.attachments, root, boundary=boundary, root_content_id=root_id
-    )
-    return StreamingResponse(body, media_type=mtom_content_type(boundary, root_id))
+    return ProducedMtomResponse(reply, root, boundary=boundary, root_content_id=root_id)
 
 
 def soap_routes(
