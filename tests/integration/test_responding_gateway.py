@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
@@ -51,6 +52,7 @@ from imagebridge.wire.xds.retrieve import (
     parse_retrieve_document_set_response,
     render_retrieve_document_set_request,
 )
+from tests.conftest import Validator
 from tests.http_server import running_server
 
 pytestmark = pytest.mark.anyio
@@ -198,7 +200,7 @@ async def test_query_errors_are_in_band(gateway: tuple[str, SoapClient]) -> None
 
 
 async def test_retrieve_returns_the_kos_and_get_documents_finds_it(
-    gateway: tuple[str, SoapClient],
+    gateway: tuple[str, SoapClient], tmp_path: Path, dciodvfy: Validator
 ) -> None:
     base, client = gateway
     listing = await _find(
@@ -237,6 +239,9 @@ async def test_retrieve_returns_the_kos_and_get_documents_finds_it(
         with reply.package.part_for_href(document.document.href).open() as part:
             kos = part.read()
     assert len(kos) == entry.size
+    kos_file = tmp_path / "served-kos.dcm"
+    kos_file.write_bytes(kos)
+    dciodvfy(kos_file)  # the KOS built on demand is a valid DICOM KOS (no Error lines)
     manifest = parse_manifest(kos)
     assert manifest.sop_instance_uid == entry.unique_id
     assert sum(len(s.instances) for s in manifest.series) == 12
@@ -273,3 +278,21 @@ async def test_unreachable_pacs_is_an_in_band_registry_error(tmp_path: Path) -> 
     (error,) = response.errors
     assert error.error_code == v.XDS_REGISTRY_ERROR
     assert "not reachable" in error.code_context and "Traceback" not in error.code_context
+
+
+async def test_files_that_arrive_while_serving_are_indexed(tmp_path: Path) -> None:
+    config = _config(tmp_path)
+    config = dataclasses.replace(
+        config,
+        repositories=tuple(dataclasses.replace(r, scan_interval=0.2) for r in config.repositories),
+    )
+    request = AdhocQueryRequest(
+        query=FindDocumentsQuery(patient_id=ALICE_ID, status=(v.STATUS_APPROVED,))
+    )
+    async with running_server(create_app(config)) as base, httpx.AsyncClient(timeout=30) as http:
+        client = SoapClient(http)
+        assert len((await _find(base, client, request)).document_entries) == 2
+        make_study(ALICE, tmp_path / "archive" / "alice-cr", modality="CR", seed=21)
+        with anyio.fail_after(20):
+            while len((await _find(base, client, request)).document_entries) < 3:
+                await anyio.sleep(0.2)
