@@ -44,6 +44,7 @@ test: check $(SYSTEM_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/mtom_throughput.py
+	$(BIN)/python bench/responder.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -92,12 +92,13 @@ def _imaging_backends(
     config: Config, store: Store, sources: Mapping[str, ImageSource], client: SoapClient
 ) -> dict[str, BackendFactory]:
     """One imaging retrieve back end per repository: archives we read, remote IDSs."""
-    location = config.community.home_community_id.urn
+    home = config.community.home_community_id
+    location = home.urn
     backends: dict[str, BackendFactory] = {}
     for repo in config.repositories:
         if repo.source == "ids" and repo.url is not None:
             backends[repo.unique_id] = partial(
-                RemoteImagingSource, repo.unique_id, repo.url, client, location
+                RemoteImagingSource, repo.unique_id, repo.url, client, home
             )
         else:
             source = sources[repo.unique_id]

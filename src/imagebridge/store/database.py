@@ -47,7 +47,9 @@ def open_engine(database_url: str) -> Engine:
         engine = create_engine(url, connect_args=connect_args, poolclass=StaticPool)
         event.listen(engine, "connect", _memory_pragmas)
     else:
-        engine = create_engine(url, connect_args=connect_args)
+        # Enough pooled connections for anyio's worker threads (40 by default), so
+        # concurrent requests reuse connections instead of reopening them.
+        engine = create_engine(url, connect_args=connect_args, pool_size=16, max_overflow=32)
         event.listen(engine, "connect", _file_pragmas)
     return engine
 

@@ -70,7 +70,9 @@ class ManifestCatalog:
         self._sources = sources
         self._settings = settings
         self._clock = clock
-        self._entries: OrderedDict[str, DocumentEntry] = OrderedDict()
+        # DocumentEntry per study version (repository, study UID, fingerprint): a query
+        # for a patient whose studies did not change touches the store once.
+        self._entries: OrderedDict[tuple[str, str, str], DocumentEntry] = OrderedDict()
         self._by_entry_uuid: dict[str, str] = {}
         self._build_lock = anyio.Lock()
 
@@ -166,12 +168,13 @@ class ManifestCatalog:
         return store.save_manifest(record)
 
     async def entry_for(self, study: StudyRecord) -> DocumentEntry:
-        """The DocumentEntry of *study*'s current manifest (cached by manifest UID)."""
-        manifest = await self.manifest_for(study)
-        cached = self._entries.get(manifest.sop_instance_uid)
+        """The DocumentEntry of *study*'s current manifest (cached per study version)."""
+        key = (study.repository_unique_id, study.study_instance_uid, study.fingerprint)
+        cached = self._entries.get(key)
         if cached is not None:
-            self._entries.move_to_end(manifest.sop_instance_uid)
+            self._entries.move_to_end(key)
             return cached
+        manifest = await self.manifest_for(study)
         instances = await anyio.to_thread.run_sync(
             self._store.study_instances, study.study_instance_uid, study.repository_unique_id
         )
@@ -183,12 +186,12 @@ class ManifestCatalog:
             home=self._settings.home,
             settings=self._settings.metadata,
         )
-        self._remember(manifest.sop_instance_uid, entry)
+        self._remember(key, entry)
         return entry
 
-    def _remember(self, kos_uid: str, entry: DocumentEntry) -> None:
-        self._entries[kos_uid] = entry
-        self._by_entry_uuid[entry.entry_uuid] = kos_uid
+    def _remember(self, key: tuple[str, str, str], entry: DocumentEntry) -> None:
+        self._entries[key] = entry
+        self._by_entry_uuid[entry.entry_uuid] = entry.unique_id
         while len(self._entries) > _ENTRY_CACHE_SIZE:
             _, old = self._entries.popitem(last=False)
             self._by_entry_uuid.pop(old.entry_uuid, None)

@@ -211,19 +211,21 @@ class RemoteImagingSource:
         repository_unique_id: str,
         url: str,
         client: SoapClient,
-        location: str,
+        home: HomeCommunityId,
         cleanup: Cleanup,
     ) -> None:
         self._repository_unique_id = repository_unique_id
         self._url = url
         self._client = client
-        self._location = location
+        self._home = home
+        self._location = home.urn
         self._cleanup = cleanup
 
     async def retrieve(
         self, locators: Sequence[ImagingDocumentLocator], transfer_syntaxes: Sequence[str]
     ) -> AsyncIterator[RetrieveOutcome]:
-        request = imaging_request_for(locators, None, tuple(transfer_syntaxes))
+        # The HomeCommunityId of the RAD-75 travels on (NIST's RIG tests compare it).
+        request = imaging_request_for(locators, self._home, tuple(transfer_syntaxes))
         try:
             reply = await self._client.call(
                 spec_of(Transaction.RAD_69),

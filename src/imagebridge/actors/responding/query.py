@@ -11,9 +11,13 @@ archive (``XDSRegistryError``, with whatever the other archives returned).
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import logging
+from collections import OrderedDict
 
 import anyio.to_thread
+from lxml import etree
 
 from imagebridge.actors.responding.catalog import ManifestCatalog
 from imagebridge.actors.responding.filters import select
@@ -32,10 +36,18 @@ from imagebridge.model.xds_query import (
 from imagebridge.store import Store
 from imagebridge.transport.faults import registry_error
 from imagebridge.transport.messages import SoapReply, SoapRequest
+from imagebridge.wire import ns
 from imagebridge.wire.xds import vocabulary as v
-from imagebridge.wire.xds.query import parse_adhoc_query_request, render_adhoc_query_response
+from imagebridge.wire.xds.query import (
+    parse_adhoc_query_request,
+    render_adhoc_query_response,
+    render_document_entry,
+)
+from imagebridge.wire.xml import Element, child
 
 log = logging.getLogger(__name__)
+
+_RENDERED_CACHE_SIZE = 20_000
 
 
 class CrossGatewayQueryResponder:
@@ -45,6 +57,7 @@ class CrossGatewayQueryResponder:
         self._catalog = catalog
         self._store = store
         self._home = home
+        self._rendered_cache: OrderedDict[tuple[str, str, str], Element] = OrderedDict()
 
     async def handle(self, request: SoapRequest) -> SoapReply:
         """SOAP handler: decode, answer, encode."""
@@ -55,7 +68,29 @@ class CrossGatewayQueryResponder:
         return self._reply(await self.answer(query))
 
     def _reply(self, response: AdhocQueryResponse) -> SoapReply:
-        return SoapReply(render_adhoc_query_response(response))
+        entries = response.document_entries
+        if not entries or len(entries) != len(response.registry_objects):
+            return SoapReply(render_adhoc_query_response(response))
+        # LeafClass: every ExtrinsicObject is rendered once per manifest and copied after.
+        shell = render_adhoc_query_response(dataclasses.replace(response, registry_objects=()))
+        objects = child(shell, ns.RIM, "RegistryObjectList")
+        if objects is None:  # the codec always writes it; keep the reply valid regardless
+            objects = etree.SubElement(shell, ns.q(ns.RIM, "RegistryObjectList"))
+        for entry in entries:
+            objects.append(copy.deepcopy(self._rendered(entry)))
+        return SoapReply(shell)
+
+    def _rendered(self, entry: DocumentEntry) -> Element:
+        key = (entry.entry_uuid, entry.hash or "", entry.patient_id.cx if entry.patient_id else "")
+        element = self._rendered_cache.get(key)
+        if element is None:
+            element = render_document_entry(entry)
+            self._rendered_cache[key] = element
+            while len(self._rendered_cache) > _RENDERED_CACHE_SIZE:
+                self._rendered_cache.popitem(last=False)
+        else:
+            self._rendered_cache.move_to_end(key)
+        return element
 
     def _failure(self, error: ImageBridgeError, context: str | None = None) -> AdhocQueryResponse:
         found = registry_error(error, self._home.urn, context=context)
