@@ -499,3 +499,43 @@ class PatientDiscoveryRequiredAttributeMissing(PatientDiscoveryMissingElement):
 
     Answered as case 5 (AE, AnswerNotAvailable) with the missing attribute named in the text.
     """
+
+
+# --- Imaging Document Source: transcoding to a requested transfer syntax ------------
+
+
+class TranscodeError(DicomError):
+    """Imaging Document Source [RAD-69]: an instance could not be written in the syntax asked.
+
+    Answered in-band for that instance (spec digest 3.1), never as a fault.
+    """
+
+    xds_error_code = "XDSRepositoryError"
+
+    def __init__(self, message: str, transfer_syntax: str = "") -> None:
+        super().__init__(message)
+        self.transfer_syntax = transfer_syntax
+
+
+class TranscodeNotDicom(TranscodeError, NotDicom):
+    """The object to transcode is not a decodable DICOM Part-10 object."""
+
+    xds_error_code = "XDSRepositoryError"
+
+
+class TransferSyntaxUnsupported(TranscodeError):
+    """A source or target transfer syntax imagebridge does not convert (e.g. Big Endian)."""
+
+    xds_error_code = "XDSRepositoryError"
+
+
+class DecoderUnavailable(TranscodeError):
+    """No pixel data decoder is installed (or exists in pydicom) for the stored syntax."""
+
+    xds_error_code = "XDSRepositoryError"
+
+
+class PixelDataCorrupt(TranscodeError):
+    """The pixel data cannot be decoded, or the object ends before it is complete."""
+
+    xds_error_code = "XDSRepositoryError"
