@@ -9,12 +9,15 @@ per-instance errors, and the fan-out to a remote Imaging Document Source
 from __future__ import annotations
 
 import dataclasses
+import io
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from pydicom import dcmread
+from pydicom.uid import RLELossless
 
 from imagebridge.app import create_app
 from imagebridge.config import config_from_mapping
@@ -200,3 +203,33 @@ async def test_rad75_fans_out_to_a_remote_ids_over_rad69(tmp_path: Path) -> None
         assert len(blobs) == len(local.files)
         assert {e.error_code for e in response.errors} == {v.XDS_REPOSITORY_ERROR}
         assert len(response.errors) == 6
+
+
+async def test_rad75_transcodes_when_only_uncompressed_is_requested(tmp_path: Path) -> None:
+    study = make_study(DEMO_PATIENTS[2], tmp_path / "src", modality="CT", instances=2, seed=8)
+    archive = tmp_path / "rle"
+    archive.mkdir()
+    originals = {}
+    for i, path in enumerate(study.files):
+        ds = dcmread(path)
+        originals[ds.SOPInstanceUID] = ds.PixelData
+        ds.compress(RLELossless, generate_instance_uid=False)
+        ds.save_as(archive / f"{i}.dcm", enforce_file_format=True)
+    config = _config(tmp_path, "t", [{"unique_id": REPO, "source": "folder", "path": str(archive)}])
+    async with running_server(create_app(config)) as base, httpx.AsyncClient(timeout=30) as http:
+        client = SoapClient(http)
+        locators = _locators(study, REPO)
+        response, blobs = await _retrieve(client, f"{base}/xcai/retrieve", locators)
+        assert response.status is Status.SUCCESS, response.errors
+        for sop, blob in blobs.items():
+            got = dcmread(io.BytesIO(blob))
+            assert got.file_meta.TransferSyntaxUID == EXPLICIT
+            assert got.PixelData == originals[sop]
+        # Asking for RLE gets the stored bytes unchanged.
+        response, blobs = await _retrieve(
+            client, f"{base}/xcai/retrieve", locators, syntaxes=(str(RLELossless),)
+        )
+        assert response.status is Status.SUCCESS
+        assert {dcmread(io.BytesIO(b)).file_meta.TransferSyntaxUID for b in blobs.values()} == {
+            RLELossless
+        }

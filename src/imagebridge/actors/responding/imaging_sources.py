@@ -19,10 +19,20 @@ import logging
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 import anyio.to_thread
 
+from imagebridge.dicom.headers import parse_instance_header
+from imagebridge.dicom.transcode import (
+    Impossible,
+    SendStored,
+    Transcode,
+    choose_representation,
+    decide_after_fetch,
+    installed_decoders,
+    transcode,
+)
 from imagebridge.errors import ImageBridgeError, InstanceNotFound, SoapFaultReceived
 from imagebridge.model.ids import HomeCommunityId
 from imagebridge.model.imaging import ImagingDocumentLocator
@@ -42,7 +52,6 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
-UNCOMPRESSED = ("1.2.840.10008.1.2.1", "1.2.840.10008.1.2")
 
 
 @dataclass(slots=True)
@@ -83,11 +92,21 @@ class Cleanup:
                 log.debug("cleanup action failed", exc_info=True)
 
 
+def _spool() -> BinaryIO:
+    """A temporary file kept in memory up to 1 MiB (one instance at a time)."""
+    return cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY))
+
+
+def _transfer_syntax_of(spool: BinaryIO) -> str:
+    spool.seek(0)
+    return parse_instance_header(spool).transfer_syntax_uid
+
+
 def _error(code: str, context: str, location: str) -> RegistryError:
     return RegistryError(code, context, Severity.ERROR, location)
 
 
-async def _file_chunks(spool: IO[bytes]) -> AsyncIterator[bytes]:
+async def _file_chunks(spool: BinaryIO) -> AsyncIterator[bytes]:
     try:
         spool.seek(0)
         while chunk := await anyio.to_thread.run_sync(spool.read, CHUNK):
@@ -111,12 +130,19 @@ class ArchiveImagingSource:
     """Imaging Document Source [RAD-69] role for an archive imagebridge reads itself."""
 
     def __init__(
-        self, source: ImageSource, store: Store, location: str, cleanup: Cleanup | None = None
+        self,
+        source: ImageSource,
+        store: Store,
+        location: str,
+        cleanup: Cleanup | None = None,
+        *,
+        decodable: frozenset[str] | None = None,
     ) -> None:
         self._source = source
         self._store = store
         self._location = location
         self._cleanup = cleanup or Cleanup()
+        self._decodable = decodable if decodable is not None else installed_decoders()
 
     async def retrieve(
         self, locators: Sequence[ImagingDocumentLocator], transfer_syntaxes: Sequence[str]
@@ -145,48 +171,83 @@ class ArchiveImagingSource:
                 self._location,
             )
         stored = [loc.transfer_syntax_uid for loc in held]
-        chosen = next((ts for ts in transfer_syntaxes if ts in stored), None)
-        if chosen is None and not any(stored):
-            chosen = ""  # the archive does not say: fetch and check what arrives
-        if chosen is None:
-            return _error(
-                v.XDS_REPOSITORY_ERROR,
-                f"SOP Instance {locator.sop_instance_uid} is stored as {', '.join(stored)}; "
-                f"none of the requested transfer syntaxes ({', '.join(transfer_syntaxes)}) "
-                "can be produced",
-                self._location,
-            )
+        choice = choose_representation(
+            stored,
+            transfer_syntaxes,
+            decodable=self._decodable,
+            sop_instance_uid=locator.sop_instance_uid,
+        )
+        if isinstance(choice, Impossible):
+            return _error(choice.error_code, choice.code_context, self._location)
         try:
-            body = await self._fetch(locator, chosen or None)
+            if isinstance(choice, SendStored):
+                body = await self._fetch(locator, choice.transfer_syntax)
+                return RetrievedInstance(locator, choice.transfer_syntax, body)
+            if isinstance(choice, Transcode):
+                spool = await self._spooled(locator, choice.source)
+                return await self._transcoded(locator, spool, choice.target)
+            # FetchAndDecide: the archive did not say how it stores the instance.
+            spool = await self._spooled(locator, None)
+            actual = await anyio.to_thread.run_sync(_transfer_syntax_of, spool)
+            decided = decide_after_fetch(
+                actual,
+                transfer_syntaxes,
+                decodable=self._decodable,
+                sop_instance_uid=locator.sop_instance_uid,
+            )
+            if isinstance(decided, Impossible):
+                spool.close()
+                return _error(decided.error_code, decided.code_context, self._location)
+            if isinstance(decided, Transcode):
+                return await self._transcoded(locator, spool, decided.target)
+            return RetrievedInstance(locator, decided.transfer_syntax, _file_chunks(spool))
         except ImageBridgeError as exc:
             log.info("instance fetch failed in %s: %s", repo, exc.message)
             code = (
                 v.XDS_DOCUMENT_UNIQUE_ID_ERROR
                 if isinstance(exc, InstanceNotFound)
-                else v.XDS_REPOSITORY_ERROR
+                else exc.xds_error_code or v.XDS_REPOSITORY_ERROR
             )
             return _error(
                 code, f"SOP Instance {locator.sop_instance_uid}: {exc.message}", self._location
             )
-        return RetrievedInstance(locator, chosen, body)
 
-    async def _fetch(
-        self, locator: ImagingDocumentLocator, transfer_syntax: str | None
-    ) -> AsyncIterator[bytes]:
-        stream = self._read(locator, transfer_syntax)
-        if isinstance(self._source, FolderSource):
-            # The file is opened by the first chunk; from there it streams from disk.
-            first = await anext(stream, b"")
-            return _prepend(first, stream)
-        # A PACS may fail half way through: spool the instance first, then send it.
-        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY)  # noqa: SIM115
+    async def _transcoded(
+        self, locator: ImagingDocumentLocator, spool: BinaryIO, target: str
+    ) -> RetrievedInstance:
+        out: BinaryIO = _spool()
         try:
-            async for chunk in stream:
+            spool.seek(0)
+            await anyio.to_thread.run_sync(transcode, spool, target, out)
+        except BaseException:
+            out.close()
+            raise
+        finally:
+            spool.close()
+        return RetrievedInstance(locator, target, _file_chunks(out))
+
+    async def _spooled(
+        self, locator: ImagingDocumentLocator, transfer_syntax: str | None
+    ) -> BinaryIO:
+        spool: BinaryIO = _spool()
+        try:
+            async for chunk in self._read(locator, transfer_syntax):
                 await anyio.to_thread.run_sync(spool.write, chunk)
         except BaseException:
             spool.close()
             raise
-        return _file_chunks(spool)
+        return spool
+
+    async def _fetch(
+        self, locator: ImagingDocumentLocator, transfer_syntax: str | None
+    ) -> AsyncIterator[bytes]:
+        if isinstance(self._source, FolderSource):
+            # The file is opened by the first chunk; from there it streams from disk.
+            stream = self._read(locator, transfer_syntax)
+            first = await anext(stream, b"")
+            return _prepend(first, stream)
+        # A PACS may fail half way through: spool the instance first, then send it.
+        return _file_chunks(await self._spooled(locator, transfer_syntax))
 
     def _read(
         self, locator: ImagingDocumentLocator, transfer_syntax: str | None
