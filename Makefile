@@ -8,6 +8,10 @@ STAMP  := $(VENV)/.installed
 # Orthanc with its DICOMweb plugin is the real PACS of the integration tests.
 DEBIAN_PACKAGES := dicom3tools orthanc orthanc-dicomweb
 SYSTEM_STAMP := $(VENV)/.system-packages
+# Debian packages only `make bench` needs: nginx is the static-file baseline of
+# bench/rad75_throughput.py (which starts its own nginx on a loopback port).
+BENCH_DEBIAN_PACKAGES := nginx
+BENCH_SYSTEM_STAMP := $(VENV)/.bench-system-packages
 
 .PHONY: demo test check bench venv clean system-packages
 
@@ -19,15 +23,24 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Installs missing Debian packages (needs root, as on the project's machines and CI).
-$(SYSTEM_STAMP): Makefile | $(STAMP)
-	@missing=""; for p in $(DEBIAN_PACKAGES); do \
+# $(call install-debian,PACKAGES) installs those of PACKAGES that are missing
+# (needs root, as on the project's machines and CI).
+define install-debian
+	@missing=""; for p in $(1); do \
 	  dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	fi
+endef
+
+$(SYSTEM_STAMP): Makefile | $(STAMP)
+	$(call install-debian,$(DEBIAN_PACKAGES))
 	touch $(SYSTEM_STAMP)
+
+$(BENCH_SYSTEM_STAMP): Makefile | $(STAMP)
+	$(call install-debian,$(BENCH_DEBIAN_PACKAGES))
+	touch $(BENCH_SYSTEM_STAMP)
 
 system-packages: $(SYSTEM_STAMP)
 
@@ -42,9 +55,10 @@ check: $(STAMP)
 test: check $(SYSTEM_STAMP)
 	$(BIN)/pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) $(SYSTEM_STAMP) $(BENCH_SYSTEM_STAMP)
 	$(BIN)/python bench/mtom_throughput.py
 	$(BIN)/python bench/responder.py
+	$(BIN)/python bench/rad75_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
