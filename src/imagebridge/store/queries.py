@@ -197,6 +197,29 @@ def instance_locations(
     conn: Connection, sop_instance_uid: str, repository_unique_id: str | None
 ) -> list[InstanceLocation]:
     """Every stored representation of an instance, preferred first."""
+    return instance_locations_many(conn, [sop_instance_uid], repository_unique_id).get(
+        sop_instance_uid, []
+    )
+
+
+_IN_BATCH = 500  # bound parameters per IN list (SQLite allows 999 in old builds)
+
+
+def instance_locations_many(
+    conn: Connection, sop_instance_uids: Collection[str], repository_unique_id: str | None
+) -> dict[str, list[InstanceLocation]]:
+    """Every stored representation of each instance, preferred first, in one pass per batch."""
+    wanted = list(dict.fromkeys(sop_instance_uids))
+    out: dict[str, list[InstanceLocation]] = {}
+    for start in range(0, len(wanted), _IN_BATCH):
+        for location in _locations(conn, wanted[start : start + _IN_BATCH], repository_unique_id):
+            out.setdefault(location.sop_instance_uid, []).append(location)
+    return out
+
+
+def _locations(
+    conn: Connection, sop_instance_uids: list[str], repository_unique_id: str | None
+) -> list[InstanceLocation]:
     query = (
         select(
             instances.c.repository_unique_id,
@@ -212,13 +235,14 @@ def instance_locations(
         .join(representations, representations.c.instance_pk == instances.c.id)
         .join(series, instances.c.series_pk == series.c.id)
         .join(studies, instances.c.study_pk == studies.c.id)
-        .where(instances.c.sop_instance_uid == sop_instance_uid)
+        .where(instances.c.sop_instance_uid.in_(sop_instance_uids))
     )
     if repository_unique_id is not None:
         query = query.where(instances.c.repository_unique_id == repository_unique_id)
     found = list(conn.execute(query).mappings())
     found.sort(
         key=lambda r: (
+            r["sop_instance_uid"],
             r["repository_unique_id"],
             rows.representation_rank(r["transfer_syntax_uid"], r["representation_pk"]),
         )

@@ -282,6 +282,13 @@ class Store:
         with self._reading() as conn:
             return queries.instance_locations(conn, sop_instance_uid, repository_unique_id)
 
+    def instance_locations_many(
+        self, sop_instance_uids: Collection[str], repository_unique_id: str | None = None
+    ) -> dict[str, list[InstanceLocation]]:
+        """:meth:`instance_locations` for many instances at once, by SOP Instance UID."""
+        with self._reading() as conn:
+            return queries.instance_locations_many(conn, sop_instance_uids, repository_unique_id)
+
     def instance_location(
         self,
         sop_instance_uid: str,

@@ -94,7 +94,7 @@ class MtomLimits:
 
     max_root_bytes: int = DEFAULT_LIMITS.max_bytes
     max_part_bytes: int | None = None
-    max_parts: int = 1000
+    max_parts: int = 20_000
     max_header_bytes: int = 16 * 1024
 
     def __post_init__(self) -> None:

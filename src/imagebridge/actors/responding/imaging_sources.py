@@ -36,6 +36,7 @@ from imagebridge.dicom.transcode import (
 from imagebridge.errors import ImageBridgeError, InstanceNotFound, SoapFaultReceived
 from imagebridge.model.ids import HomeCommunityId
 from imagebridge.model.imaging import ImagingDocumentLocator
+from imagebridge.model.index import InstanceLocation
 from imagebridge.model.outcome import RegistryError, Severity
 from imagebridge.model.retrieve import XopInclude, imaging_request_for
 from imagebridge.sources.base import ImageSource
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
+LOOKUP_BATCH = 200
 
 
 @dataclass(slots=True)
@@ -147,16 +149,24 @@ class ArchiveImagingSource:
     async def retrieve(
         self, locators: Sequence[ImagingDocumentLocator], transfer_syntaxes: Sequence[str]
     ) -> AsyncIterator[RetrieveOutcome]:
-        for locator in locators:
-            yield await self._one(locator, transfer_syntaxes)
+        repo = self._source.repository_unique_id
+        for start in range(0, len(locators), LOOKUP_BATCH):
+            batch = locators[start : start + LOOKUP_BATCH]
+            found = await anyio.to_thread.run_sync(
+                self._store.instance_locations_many, [loc.sop_instance_uid for loc in batch], repo
+            )
+            for locator in batch:
+                yield await self._one(
+                    locator, found.get(locator.sop_instance_uid, []), transfer_syntaxes
+                )
 
     async def _one(
-        self, locator: ImagingDocumentLocator, transfer_syntaxes: Sequence[str]
+        self,
+        locator: ImagingDocumentLocator,
+        locations: Sequence[InstanceLocation],
+        transfer_syntaxes: Sequence[str],
     ) -> RetrieveOutcome:
         repo = self._source.repository_unique_id
-        locations = await anyio.to_thread.run_sync(
-            lambda: self._store.instance_locations(locator.sop_instance_uid, repo)
-        )
         held = [
             loc
             for loc in locations
@@ -181,13 +191,17 @@ class ArchiveImagingSource:
             return _error(choice.error_code, choice.code_context, self._location)
         try:
             if isinstance(choice, SendStored):
-                body = await self._fetch(locator, choice.transfer_syntax)
+                chosen = next(
+                    loc for loc in held if loc.transfer_syntax_uid == choice.transfer_syntax
+                )
+                body = await self._fetch(locator, chosen)
                 return RetrievedInstance(locator, choice.transfer_syntax, body)
             if isinstance(choice, Transcode):
-                spool = await self._spooled(locator, choice.source)
+                source = next(loc for loc in held if loc.transfer_syntax_uid == choice.source)
+                spool = await self._spooled(locator, source)
                 return await self._transcoded(locator, spool, choice.target)
             # FetchAndDecide: the archive did not say how it stores the instance.
-            spool = await self._spooled(locator, None)
+            spool = await self._spooled(locator, held[0])
             actual = await anyio.to_thread.run_sync(_transfer_syntax_of, spool)
             decided = decide_after_fetch(
                 actual,
@@ -227,11 +241,11 @@ class ArchiveImagingSource:
         return RetrievedInstance(locator, target, _file_chunks(out))
 
     async def _spooled(
-        self, locator: ImagingDocumentLocator, transfer_syntax: str | None
+        self, locator: ImagingDocumentLocator, location: InstanceLocation
     ) -> BinaryIO:
         spool: BinaryIO = _spool()
         try:
-            async for chunk in self._read(locator, transfer_syntax):
+            async for chunk in self._read(locator, location):
                 await anyio.to_thread.run_sync(spool.write, chunk)
         except BaseException:
             spool.close()
@@ -239,26 +253,22 @@ class ArchiveImagingSource:
         return spool
 
     async def _fetch(
-        self, locator: ImagingDocumentLocator, transfer_syntax: str | None
+        self, locator: ImagingDocumentLocator, location: InstanceLocation
     ) -> AsyncIterator[bytes]:
         if isinstance(self._source, FolderSource):
-            # The file is opened by the first chunk; from there it streams from disk.
-            stream = self._read(locator, transfer_syntax)
+            # The first chunk opens the file (small files: reads it whole); the rest
+            # streams from disk.
+            stream = self._read(locator, location)
             first = await anext(stream, b"")
             return _prepend(first, stream)
         # A PACS may fail half way through: spool the instance first, then send it.
-        return _file_chunks(await self._spooled(locator, transfer_syntax))
+        return _file_chunks(await self._spooled(locator, location))
 
     def _read(
-        self, locator: ImagingDocumentLocator, transfer_syntax: str | None
+        self, locator: ImagingDocumentLocator, location: InstanceLocation
     ) -> AsyncIterator[bytes]:
         if isinstance(self._source, FolderSource):
-            return self._source.read_instance(
-                locator.study_instance_uid,
-                locator.series_instance_uid,
-                locator.sop_instance_uid,
-                transfer_syntax_uid=transfer_syntax,
-            )
+            return self._source.read_location(location)
         return self._source.read_instance(
             locator.study_instance_uid, locator.series_instance_uid, locator.sop_instance_uid
         )
