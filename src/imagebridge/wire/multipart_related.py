@@ -83,15 +83,13 @@ async def iter_multipart(
     events = _Events()
     parser = MultipartParser(boundary, events, max_header_bytes=max_header_bytes)
     async for chunk in chunks:
-        if not chunk:
-            continue
+        if not chunk or parser.complete:
+            continue  # after the closing delimiter: drain, so the connection can be reused
         parser.feed(chunk)
         if events.queue:
             pending, events.queue = events.queue, []
             for event in pending:
                 yield event
-        if parser.complete:
-            break
     parser.close()
 
 

@@ -54,6 +54,7 @@ log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
 LOOKUP_BATCH = 200
+PACS_PARALLEL = 4
 
 
 @dataclass(slots=True)
@@ -155,10 +156,35 @@ class ArchiveImagingSource:
             found = await anyio.to_thread.run_sync(
                 self._store.instance_locations_many, [loc.sop_instance_uid for loc in batch], repo
             )
-            for locator in batch:
-                yield await self._one(
-                    locator, found.get(locator.sop_instance_uid, []), transfer_syntaxes
-                )
+            if isinstance(self._source, FolderSource):
+                for locator in batch:
+                    yield await self._one(
+                        locator, found.get(locator.sop_instance_uid, []), transfer_syntaxes
+                    )
+                continue
+            # A PACS answers one instance per request: keep a few requests in flight.
+            for window in range(0, len(batch), PACS_PARALLEL):
+                chunk = batch[window : window + PACS_PARALLEL]
+                for result in await self._several(chunk, found, transfer_syntaxes):
+                    yield result
+
+    async def _several(
+        self,
+        locators: Sequence[ImagingDocumentLocator],
+        found: dict[str, list[InstanceLocation]],
+        transfer_syntaxes: Sequence[str],
+    ) -> list[RetrieveOutcome]:
+        """Fetch *locators* concurrently (no yield happens inside the task group)."""
+        results: list[RetrieveOutcome | None] = [None] * len(locators)
+
+        async def fetch(i: int, loc: ImagingDocumentLocator) -> None:
+            locations = found.get(loc.sop_instance_uid, [])
+            results[i] = await self._one(loc, locations, transfer_syntaxes)
+
+        async with anyio.create_task_group() as tasks:
+            for i, loc in enumerate(locators):
+                tasks.start_soon(fetch, i, loc)
+        return [r for r in results if r is not None]
 
     async def _one(
         self,
