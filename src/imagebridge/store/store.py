@@ -64,6 +64,7 @@ class Store:
         self._read_lock: contextlib.AbstractContextManager[Any] = (
             self._write_lock if database.is_memory(engine) else contextlib.nullcontext()
         )
+        self._generation = 0
 
     @classmethod
     def open(
@@ -110,10 +111,22 @@ class Store:
         """The community identifier of an instance's patient (raises PatientIdUnresolved)."""
         return self._rule.resolve(header.patient.id, header.patient.issuer)
 
+    @property
+    def generation(self) -> int:
+        """A counter this process increments after every write to the index.
+
+        Callers cache what they read and reuse it while the generation is the
+        same (one process; a multi-worker deployment needs a shared signal).
+        """
+        return self._generation
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Connection]:
-        with self._write_lock, _translated(), self._engine.begin() as conn:
-            yield conn
+        try:
+            with self._write_lock, _translated(), self._engine.begin() as conn:
+                yield conn
+        finally:
+            self._generation += 1
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:

@@ -35,6 +35,7 @@ from imagebridge.wire.xds import vocabulary as v
 log = logging.getLogger(__name__)
 
 _ENTRY_CACHE_SIZE = 20_000
+_STUDIES_CACHE_SIZE = 5_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class ManifestCatalog:
         # for a patient whose studies did not change touches the store once.
         self._entries: OrderedDict[tuple[str, str, str], DocumentEntry] = OrderedDict()
         self._by_entry_uuid: dict[str, str] = {}
+        self._studies_cache: OrderedDict[PatientId, tuple[int, list[StudyRecord]]] = OrderedDict()
         self._build_lock = anyio.Lock()
 
     @property
@@ -83,11 +85,23 @@ class ManifestCatalog:
     async def for_patient(self, patient_id: PatientId) -> PatientManifests:
         """Every manifest DocumentEntry of *patient_id* (refreshing live sources first)."""
         errors = [await self._refresh(repo, src, patient_id) for repo, src in self._live_sources()]
+        studies = await self._studies(patient_id)
+        entries = [await self.entry_for(study) for study in studies]
+        return PatientManifests(tuple(entries), tuple(e for e in errors if e is not None))
+
+    async def _studies(self, patient_id: PatientId) -> list[StudyRecord]:
+        """The patient's studies from the index, reused while the index has not changed."""
+        generation = self._store.generation
+        cached = self._studies_cache.get(patient_id)
+        if cached is not None and cached[0] == generation:
+            return cached[1]
         studies = await anyio.to_thread.run_sync(
             lambda: self._store.studies_for_patient(patient_id, tuple(self._sources))
         )
-        entries = [await self.entry_for(study) for study in studies]
-        return PatientManifests(tuple(entries), tuple(e for e in errors if e is not None))
+        self._studies_cache[patient_id] = (generation, studies)
+        while len(self._studies_cache) > _STUDIES_CACHE_SIZE:
+            self._studies_cache.popitem(last=False)
+        return studies
 
     def _live_sources(self) -> list[tuple[str, ImageSource]]:
         return [(r, s) for r, s in self._sources.items() if s.kind != "folder"]
