@@ -289,3 +289,21 @@ def first_item(dataset: Dataset, keyword: str) -> Dataset | None:
     """The first item of a sequence attribute, or None."""
     items = sequence(dataset, keyword)
     return items[0] if items else None
+
+
+def stored_transfer_syntax(stream: BinaryIO) -> str:
+    """The Transfer Syntax UID of a Part-10 object, from its file meta group only.
+
+    Decodes group 0002 and nothing else of the data set; raises
+    :class:`NotDicom` for anything else.  The stream is left at an unspecified
+    position.
+    """
+    try:
+        # Only one tag of the data set is decoded; the file meta group is read whole.
+        dataset = dcmread(stream, stop_before_pixels=True, specific_tags=[0x00080016])
+    except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
+        raise NotDicom(f"unreadable DICOM file meta information: {exc}") from exc
+    value = str(dataset.file_meta.get("TransferSyntaxUID", "")).strip()
+    if not value:
+        raise NotDicom("the DICOM file meta information has no Transfer Syntax UID")
+    return value

@@ -11,7 +11,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import UID, ExplicitVRLittleEndian
 
-from imagebridge.dicom.headers import parse_instance_header, read_instance_header
+from imagebridge.dicom.headers import (
+    parse_instance_header,
+    read_instance_header,
+    stored_transfer_syntax,
+)
 from imagebridge.dicom.synthetic import DEMO_PATIENTS, make_study
 from imagebridge.errors import DicomHeaderTruncated, DicomMissingUid, NotDicom
 from imagebridge.model.imaging import ContentKind, DicomCode, HierarchicDesignator
@@ -223,3 +227,11 @@ def test_nist_reference_images_are_read(conformance_dir: Path) -> None:
     assert {h.series.modality for h in headers} == {"MR"}
     assert {h.patient.id for h in headers} == {"IDS-DEPT002-a"}
     assert len({h.sop_instance_uid for h in headers}) == 36
+
+
+def test_stored_transfer_syntax_reads_only_the_file_meta(tmp_path: Path) -> None:
+    study = make_study(DEMO_PATIENTS[0], tmp_path, modality="CR")
+    with study.files[0].open("rb") as f:
+        assert stored_transfer_syntax(f) == "1.2.840.10008.1.2.1"
+    with pytest.raises(NotDicom):
+        stored_transfer_syntax(io.BytesIO(b"not dicom" * 50))

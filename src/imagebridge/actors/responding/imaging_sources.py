@@ -23,7 +23,7 @@ from typing import BinaryIO, Protocol, cast
 
 import anyio.to_thread
 
-from imagebridge.dicom.headers import parse_instance_header
+from imagebridge.dicom.headers import stored_transfer_syntax
 from imagebridge.dicom.transcode import (
     Impossible,
     SendStored,
@@ -102,7 +102,7 @@ def _spool() -> BinaryIO:
 
 def _transfer_syntax_of(spool: BinaryIO) -> str:
     spool.seek(0)
-    return parse_instance_header(spool).transfer_syntax_uid
+    return stored_transfer_syntax(spool)
 
 
 def _error(code: str, context: str, location: str) -> RegistryError:
@@ -272,7 +272,10 @@ class ArchiveImagingSource:
         spool: BinaryIO = _spool()
         try:
             async for chunk in self._read(locator, location):
-                await anyio.to_thread.run_sync(spool.write, chunk)
+                if spool.tell() + len(chunk) <= SPOOL_IN_MEMORY:
+                    spool.write(chunk)  # still in memory: no blocking I/O
+                else:
+                    await anyio.to_thread.run_sync(spool.write, chunk)
         except BaseException:
             spool.close()
             raise
