@@ -291,19 +291,26 @@ def first_item(dataset: Dataset, keyword: str) -> Dataset | None:
     return items[0] if items else None
 
 
-def stored_transfer_syntax(stream: BinaryIO) -> str:
-    """The Transfer Syntax UID of a Part-10 object, from its file meta group only.
+def stored_identity(stream: BinaryIO) -> tuple[str, str]:
+    """``(SOP Instance UID, Transfer Syntax UID)`` of a Part-10 object, read cheaply.
 
-    Decodes group 0002 and nothing else of the data set; raises
-    :class:`NotDicom` for anything else.  The stream is left at an unspecified
-    position.
+    Decodes the file meta group and one data set element; raises
+    :class:`NotDicom` when either is missing.  The stream is left at an
+    unspecified position.
     """
     try:
-        # Only one tag of the data set is decoded; the file meta group is read whole.
-        dataset = dcmread(stream, stop_before_pixels=True, specific_tags=[0x00080016])
+        dataset = dcmread(stream, stop_before_pixels=True, specific_tags=[0x00080018])
     except (InvalidDicomError, EOFError, ValueError, OSError) as exc:
         raise NotDicom(f"unreadable DICOM file meta information: {exc}") from exc
-    value = str(dataset.file_meta.get("TransferSyntaxUID", "")).strip()
-    if not value:
-        raise NotDicom("the DICOM file meta information has no Transfer Syntax UID")
-    return value
+    syntax = str(dataset.file_meta.get("TransferSyntaxUID", "")).strip()
+    sop = str(
+        dataset.get("SOPInstanceUID", "") or dataset.file_meta.get("MediaStorageSOPInstanceUID", "")
+    ).strip()
+    if not syntax or not sop:
+        raise NotDicom("the object names no Transfer Syntax UID or SOP Instance UID")
+    return sop, syntax
+
+
+def stored_transfer_syntax(stream: BinaryIO) -> str:
+    """The Transfer Syntax UID of a Part-10 object (see :func:`stored_identity`)."""
+    return stored_identity(stream)[1]

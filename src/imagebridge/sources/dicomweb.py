@@ -29,21 +29,24 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Final
+from typing import Any, BinaryIO, Final, cast
 from urllib.parse import quote
 
 import httpx
 
 from imagebridge.dicom.dicom_json import instance_header_from_json, study_summary_from_json
+from imagebridge.dicom.headers import stored_identity
 from imagebridge.dicom.query import StudySummary, is_single_value
 from imagebridge.errors import (
     DicomError,
     InstanceNotFound,
     JsonMalformed,
     MimeError,
+    NotDicom,
     SourceError,
     SourceProtocolError,
     SourceUnavailable,
@@ -193,6 +196,54 @@ class DicomWebSource:
                 raise SourceProtocolError(
                     f"{what} at {self._where} answered a malformed multipart body: {exc.message}"
                 ) from exc
+
+    async def read_series(
+        self, study_instance_uid: str, series_instance_uid: str
+    ) -> AsyncIterator[tuple[str, str, BinaryIO]]:
+        """WADO-RS retrieve of a whole series in one request, instance by instance.
+
+        Yields ``(SOP Instance UID, transfer syntax, spool)`` for each part as it
+        arrives; the spool (a temporary file, in memory up to 1 MiB) belongs to
+        the caller, who must close it.  Parts that are not DICOM raise
+        :class:`SourceProtocolError`.
+        """
+        uids = (study_instance_uid, series_instance_uid)
+        if not all(is_single_value(u) for u in uids):
+            raise InstanceNotFound("the requested series UIDs are empty or not single values")
+        path = "/studies/{}/series/{}".format(*(_segment(u) for u in uids))
+        what = "WADO-RS series retrieve"
+        async with self._stream(
+            "GET", path, what=what, headers={"Accept": INSTANCE_ACCEPT}, allow={404}
+        ) as response:
+            if response.status_code == 404:
+                raise InstanceNotFound(f"the DICOMweb archive at {self._where} has no such series")
+            spool: BinaryIO | None = None
+            try:
+                boundary = boundary_of(response.headers.get("content-type", ""))
+                async for event in iter_multipart(response.aiter_bytes(), boundary):
+                    if isinstance(event, PartStart):
+                        spool = _new_spool()
+                    elif isinstance(event, bytes):
+                        if spool is not None:
+                            spool.write(event)
+                    elif spool is not None:
+                        part, spool = spool, None
+                        part.seek(0)
+                        try:
+                            sop, syntax = stored_identity(part)
+                        except NotDicom as exc:
+                            part.close()
+                            raise SourceProtocolError(
+                                f"{what} at {self._where} answered a part that is not DICOM"
+                            ) from exc
+                        yield sop, syntax, part
+            except MimeError as exc:
+                raise SourceProtocolError(
+                    f"{what} at {self._where} answered a malformed multipart body: {exc.message}"
+                ) from exc
+            finally:
+                if spool is not None:
+                    spool.close()
 
     async def store_instances(self, instances: Sequence[InstanceBody]) -> StoreOutcome:
         """STOW-RS: send Part-10 instances in one streamed multipart request."""
@@ -357,6 +408,10 @@ class DicomWebSource:
         async for page in self._qido_pages(path, [], what="QIDO-RS instance count"):
             count += len(page)
         return count
+
+
+def _new_spool() -> BinaryIO:
+    return cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=1 << 20))
 
 
 def _segment(uid: str) -> str:

@@ -40,6 +40,7 @@ from imagebridge.model.index import InstanceLocation
 from imagebridge.model.outcome import RegistryError, Severity
 from imagebridge.model.retrieve import XopInclude, imaging_request_for
 from imagebridge.sources.base import ImageSource
+from imagebridge.sources.dicomweb import DicomWebSource
 from imagebridge.sources.folder import FolderSource
 from imagebridge.store import Store
 from imagebridge.transactions import Transaction, spec_of
@@ -55,6 +56,8 @@ CHUNK = 1024 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
 LOOKUP_BATCH = 200
 PACS_PARALLEL = 4
+SERIES_BULK_MIN = 4
+"""From this many requested instances of one series, a DICOMweb archive is asked once."""
 
 
 @dataclass(slots=True)
@@ -93,6 +96,15 @@ class Cleanup:
                 action()
             except OSError:
                 log.debug("cleanup action failed", exc_info=True)
+
+
+def _by_series(
+    locators: Sequence[ImagingDocumentLocator],
+) -> dict[tuple[str, str], list[ImagingDocumentLocator]]:
+    groups: dict[tuple[str, str], list[ImagingDocumentLocator]] = {}
+    for loc in locators:
+        groups.setdefault((loc.study_instance_uid, loc.series_instance_uid), []).append(loc)
+    return groups
 
 
 def _spool() -> BinaryIO:
@@ -162,11 +174,83 @@ class ArchiveImagingSource:
                         locator, found.get(locator.sop_instance_uid, []), transfer_syntaxes
                     )
                 continue
+            singles: list[ImagingDocumentLocator] = []
+            for (study, series), group in _by_series(batch).items():
+                if isinstance(self._source, DicomWebSource) and len(group) >= SERIES_BULK_MIN:
+                    async for outcome in self._series(study, series, group, transfer_syntaxes):
+                        yield outcome
+                else:
+                    singles.extend(group)
             # A PACS answers one instance per request: keep a few requests in flight.
-            for window in range(0, len(batch), PACS_PARALLEL):
-                chunk = batch[window : window + PACS_PARALLEL]
+            for window in range(0, len(singles), PACS_PARALLEL):
+                chunk = singles[window : window + PACS_PARALLEL]
                 for result in await self._several(chunk, found, transfer_syntaxes):
                     yield result
+
+    async def _series(
+        self,
+        study: str,
+        series: str,
+        locators: Sequence[ImagingDocumentLocator],
+        transfer_syntaxes: Sequence[str],
+    ) -> AsyncIterator[RetrieveOutcome]:
+        """One WADO-RS series retrieve for many requested instances of that series."""
+        if not isinstance(self._source, DicomWebSource):
+            return
+        wanted = {loc.sop_instance_uid: loc for loc in locators}
+        try:
+            async for sop, syntax, spool in self._source.read_series(study, series):
+                locator = wanted.pop(sop, None)
+                if locator is None:
+                    spool.close()  # an instance of the series nobody asked for
+                    continue
+                yield await self._decided(locator, syntax, spool, transfer_syntaxes)
+        except ImageBridgeError as exc:
+            log.info(
+                "series retrieve failed in %s: %s", self._source.repository_unique_id, exc.message
+            )
+            for locator in wanted.values():
+                yield _error(
+                    v.XDS_REPOSITORY_ERROR,
+                    f"SOP Instance {locator.sop_instance_uid}: {exc.message}",
+                    self._location,
+                )
+            return
+        for locator in wanted.values():
+            yield _error(
+                v.XDS_DOCUMENT_UNIQUE_ID_ERROR,
+                f"SOP Instance {locator.sop_instance_uid} of series {series} is not held by "
+                f"repository {self._source.repository_unique_id}",
+                self._location,
+            )
+
+    async def _decided(
+        self,
+        locator: ImagingDocumentLocator,
+        actual: str,
+        spool: BinaryIO,
+        transfer_syntaxes: Sequence[str],
+    ) -> RetrieveOutcome:
+        """Send, transcode or refuse a fetched instance now that its real syntax is known."""
+        decided = decide_after_fetch(
+            actual,
+            transfer_syntaxes,
+            decodable=self._decodable,
+            sop_instance_uid=locator.sop_instance_uid,
+        )
+        if isinstance(decided, Impossible):
+            spool.close()
+            return _error(decided.error_code, decided.code_context, self._location)
+        if isinstance(decided, Transcode):
+            try:
+                return await self._transcoded(locator, spool, decided.target)
+            except ImageBridgeError as exc:
+                return _error(
+                    exc.xds_error_code or v.XDS_REPOSITORY_ERROR,
+                    f"SOP Instance {locator.sop_instance_uid}: {exc.message}",
+                    self._location,
+                )
+        return RetrievedInstance(locator, decided.transfer_syntax, _file_chunks(spool))
 
     async def _several(
         self,
@@ -229,18 +313,7 @@ class ArchiveImagingSource:
             # FetchAndDecide: the archive did not say how it stores the instance.
             spool = await self._spooled(locator, held[0])
             actual = await anyio.to_thread.run_sync(_transfer_syntax_of, spool)
-            decided = decide_after_fetch(
-                actual,
-                transfer_syntaxes,
-                decodable=self._decodable,
-                sop_instance_uid=locator.sop_instance_uid,
-            )
-            if isinstance(decided, Impossible):
-                spool.close()
-                return _error(decided.error_code, decided.code_context, self._location)
-            if isinstance(decided, Transcode):
-                return await self._transcoded(locator, spool, decided.target)
-            return RetrievedInstance(locator, decided.transfer_syntax, _file_chunks(spool))
+            return await self._decided(locator, actual, spool, transfer_syntaxes)
         except ImageBridgeError as exc:
             log.info("instance fetch failed in %s: %s", repo, exc.message)
             code = (
