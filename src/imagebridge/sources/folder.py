@@ -78,7 +78,7 @@ from imagebridge.store import Store
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
-WHOLE_READ_LIMIT = 8 << 20
+WHOLE_READ_LIMIT = 2 << 20
 """Files up to this size are read in one piece (one instance held at a time)."""
 """Bytes per chunk when streaming a stored instance."""
 DEFAULT_BATCH_SIZE = 200

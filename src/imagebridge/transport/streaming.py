@@ -53,7 +53,10 @@ class ProducedMtomResponse(StreamingResponse):
 
     async def _produce(self, sender: MemoryObjectSendStream[Attachment]) -> None:
         async with sender:
-            await self._reply.produce(sender)
+            try:
+                await self._reply.produce(sender)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                log.info("client went away while the reply was being produced")
 
     def _body(self, receiver: MemoryObjectReceiveStream[Attachment]) -> AsyncIterator[bytes]:
         async def attachments() -> AsyncIterator[Attachment]:

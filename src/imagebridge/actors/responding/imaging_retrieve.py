@@ -28,6 +28,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 from imagebridge.actors.responding.imaging_sources import (
     Cleanup,
     ImagingSourceBackend,
+    InstanceBody,
     RetrievedInstance,
 )
 from imagebridge.errors import RetrieveInvalidUid
@@ -75,6 +76,7 @@ class _Retrieval:
     errors: list[RegistryError]
     cleanup: Cleanup
     documents: list[DocumentResponse] = field(default_factory=list)
+    bodies: list[InstanceBody] = field(default_factory=list)
 
     @property
     def location(self) -> str:
@@ -96,11 +98,15 @@ class _Retrieval:
         sender: MemoryObjectSendStream[Attachment],
     ) -> None:
         async with sender:
-            async for outcome in self.backends[repo].retrieve(locators, syntaxes):
-                if isinstance(outcome, RegistryError):
-                    self.errors.append(outcome)
-                else:
-                    await sender.send(self._attachment(outcome))
+            try:
+                async for outcome in self.backends[repo].retrieve(locators, syntaxes):
+                    if isinstance(outcome, RegistryError):
+                        self.errors.append(outcome)
+                    else:
+                        self.bodies.append(outcome.body)
+                        await sender.send(self._attachment(outcome))
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                log.info("imaging retrieve: the client went away; stopping repository %s", repo)
 
     def _attachment(self, item: RetrievedInstance) -> Attachment:
         cid = f"i{len(self.documents)}.{item.locator.sop_instance_uid}@imagebridge"
@@ -125,6 +131,9 @@ class _Retrieval:
         return render_retrieve_document_set_response(response)
 
     async def close(self) -> None:
+        # Parts fetched but never sent (client gone) still hold spools or open files.
+        for body in self.bodies:
+            await body.aclose()
         self.cleanup.run()
 
 

@@ -66,7 +66,7 @@ class RetrievedInstance:
 
     locator: ImagingDocumentLocator
     transfer_syntax_uid: str
-    body: AsyncIterator[bytes]
+    body: InstanceBody
 
 
 RetrieveOutcome = RetrievedInstance | RegistryError
@@ -121,24 +121,69 @@ def _error(code: str, context: str, location: str) -> RegistryError:
     return RegistryError(code, context, Severity.ERROR, location)
 
 
-async def _file_chunks(spool: BinaryIO) -> AsyncIterator[bytes]:
-    try:
-        spool.seek(0)
-        while chunk := await anyio.to_thread.run_sync(spool.read, CHUNK):
-            yield chunk
-    finally:
-        spool.close()
+class InstanceBody:
+    """The bytes of one instance ready to send: async chunks plus an explicit release.
 
+    Unlike a plain async generator, :meth:`aclose` releases the resource even
+    if iteration never started (a reply whose client hung up before this part
+    was sent), so spool files and open archive files never outlive a request.
+    """
 
-async def _iterate(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
-    for chunk in chunks:
-        yield chunk
+    def __init__(
+        self,
+        first: bytes = b"",
+        *,
+        spool: BinaryIO | None = None,
+        rest: AsyncIterator[bytes] | None = None,
+        chunks: Iterator[bytes] | None = None,
+    ) -> None:
+        self._first = first
+        self._spool = spool
+        self._rest = rest
+        self._chunks = chunks
+        self._rewound = False
 
+    def __aiter__(self) -> InstanceBody:
+        return self
 
-async def _prepend(first: bytes, rest: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    yield first
-    async for chunk in rest:
-        yield chunk
+    async def __anext__(self) -> bytes:
+        if self._first:
+            first, self._first = self._first, b""
+            return first
+        if self._spool is not None:
+            if not self._rewound:
+                self._spool.seek(0)
+                self._rewound = True
+            chunk = await anyio.to_thread.run_sync(self._spool.read, CHUNK)
+            if chunk:
+                return chunk
+        elif self._rest is not None:
+            chunk = await anext(self._rest, b"")
+            if chunk:
+                return chunk
+        elif self._chunks is not None:
+            chunk = next(self._chunks, b"")
+            if chunk:
+                return chunk
+        await self.aclose()
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Release the spool, the open file or the part reader (idempotent)."""
+        if self._spool is not None:
+            self._spool.close()
+            self._spool = None
+        if self._rest is not None:
+            rest, self._rest = self._rest, None
+            closer = getattr(rest, "aclose", None)
+            if closer is not None:
+                await closer()
+        if self._chunks is not None:
+            chunks, self._chunks = self._chunks, None
+            closer_sync = getattr(chunks, "close", None)
+            if closer_sync is not None:
+                closer_sync()
+        self._first = b""
 
 
 class ArchiveImagingSource:
@@ -250,7 +295,7 @@ class ArchiveImagingSource:
                     f"SOP Instance {locator.sop_instance_uid}: {exc.message}",
                     self._location,
                 )
-        return RetrievedInstance(locator, decided.transfer_syntax, _file_chunks(spool))
+        return RetrievedInstance(locator, decided.transfer_syntax, InstanceBody(spool=spool))
 
     async def _several(
         self,
@@ -319,7 +364,8 @@ class ArchiveImagingSource:
             code = (
                 v.XDS_DOCUMENT_UNIQUE_ID_ERROR
                 if isinstance(exc, InstanceNotFound)
-                else exc.xds_error_code or v.XDS_REPOSITORY_ERROR
+                # An archive failing during a retrieve is a repository error here.
+                else v.XDS_REPOSITORY_ERROR
             )
             return _error(
                 code, f"SOP Instance {locator.sop_instance_uid}: {exc.message}", self._location
@@ -337,7 +383,7 @@ class ArchiveImagingSource:
             raise
         finally:
             spool.close()
-        return RetrievedInstance(locator, target, _file_chunks(out))
+        return RetrievedInstance(locator, target, InstanceBody(spool=out))
 
     async def _spooled(
         self, locator: ImagingDocumentLocator, location: InstanceLocation
@@ -356,15 +402,15 @@ class ArchiveImagingSource:
 
     async def _fetch(
         self, locator: ImagingDocumentLocator, location: InstanceLocation
-    ) -> AsyncIterator[bytes]:
+    ) -> InstanceBody:
         if isinstance(self._source, FolderSource):
             # The first chunk opens the file (small files: reads it whole); the rest
             # streams from disk.
             stream = self._read(locator, location)
             first = await anext(stream, b"")
-            return _prepend(first, stream)
+            return InstanceBody(first, rest=stream)
         # A PACS may fail half way through: spool the instance first, then send it.
-        return _file_chunks(await self._spooled(locator, location))
+        return InstanceBody(spool=await self._spooled(locator, location))
 
     def _read(
         self, locator: ImagingDocumentLocator, location: InstanceLocation
@@ -435,9 +481,9 @@ class RemoteImagingSource:
                 continue  # not asked for: ignore rather than pass on
             if isinstance(document.document, XopInclude):
                 part = package.part_for_href(document.document.href)
-                body: AsyncIterator[bytes] = _iterate(part.chunks(CHUNK))
+                body = InstanceBody(chunks=part.chunks(CHUNK))
             else:
-                body = _iterate(iter((document.document,)))
+                body = InstanceBody(document.document)
             yield RetrievedInstance(found, "", body)
         for error in response.errors:
             yield RegistryError(
