@@ -69,6 +69,7 @@ from imagebridge.wire.xds import vocabulary as v
 from imagebridge.wire.xds.imaging_retrieve import render_retrieve_imaging_document_set_request
 from imagebridge.wire.xds.retrieve import parse_retrieve_document_set_response
 from imagebridge.wire.xml import Element, parse_xml, serialize
+from tests.dicom_bytes import dataset_after_file_meta
 from tests.http_server import running_server
 from tests.integration.orthanc import OrthancServer, free_port, require_orthanc, start_orthanc
 
@@ -955,35 +956,6 @@ async def test_a_200_mb_study_streams_in_flat_memory(
 
 
 # --- helpers for byte comparison -------------------------------------------------------------
-
-_LONG_VRS = {
-    b"OB",
-    b"OD",
-    b"OF",
-    b"OL",
-    b"OV",
-    b"OW",
-    b"SQ",
-    b"SV",
-    b"UC",
-    b"UN",
-    b"UR",
-    b"UT",
-    b"UV",
-}
-
-
-def dataset_after_file_meta(data: bytes) -> bytes:
-    """The data set of a Part-10 file: what follows the File Meta group (0002,xxxx)."""
-    assert data[128:132] == b"DICM", "not a Part-10 file"
-    pos = 132
-    while pos + 8 <= len(data) and int.from_bytes(data[pos : pos + 2], "little") == 0x0002:
-        vr = data[pos + 4 : pos + 6]
-        if vr in _LONG_VRS:
-            pos += 12 + int.from_bytes(data[pos + 8 : pos + 12], "little")
-        else:
-            pos += 8 + int.from_bytes(data[pos + 6 : pos + 8], "little")
-    return data[pos:]
 
 
 def _comparable(kind: str, data: bytes) -> bytes:

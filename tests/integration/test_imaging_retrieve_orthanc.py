@@ -34,6 +34,7 @@ from imagebridge.transactions import Transaction, spec_of
 from imagebridge.transport.client import SoapClient
 from imagebridge.wire.xds.imaging_retrieve import render_retrieve_imaging_document_set_request
 from imagebridge.wire.xds.retrieve import parse_retrieve_document_set_response
+from tests.dicom_bytes import split_file_meta
 from tests.http_server import running_server
 from tests.integration.orthanc import OrthancServer
 
@@ -44,39 +45,11 @@ DICOMWEB_REPO = "1.3.6.1.4.1.21367.13.71.201.8"
 DIMSE_REPO = "1.3.6.1.4.1.21367.13.71.201.9"
 EXPLICIT = "1.2.840.10008.1.2.1"
 ISSUER = HierarchicDesignator("RADPACS", "2.25.4712", "ISO")
-_LONG_VRS = {
-    b"OB",
-    b"OD",
-    b"OF",
-    b"OL",
-    b"OV",
-    b"OW",
-    b"SQ",
-    b"SV",
-    b"UC",
-    b"UN",
-    b"UR",
-    b"UT",
-    b"UV",
-}
 
 
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def split_file_meta(data: bytes) -> tuple[bytes, bytes]:
-    """A Part-10 file as (preamble + File Meta group (0002,xxxx), data set)."""
-    assert data[128:132] == b"DICM", "not a Part-10 file"
-    pos = 132
-    while pos + 8 <= len(data) and int.from_bytes(data[pos : pos + 2], "little") == 0x0002:
-        vr = data[pos + 4 : pos + 6]
-        if vr in _LONG_VRS:
-            pos += 12 + int.from_bytes(data[pos + 8 : pos + 12], "little")
-        else:
-            pos += 8 + int.from_bytes(data[pos + 6 : pos + 8], "little")
-    return data[:pos], data[pos:]
 
 
 def _transfer_syntax(data: bytes) -> str:
