@@ -16,7 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from imagebridge.directory.static import communities_from_config
 from imagebridge.errors import ConfigError, ImageBridgeError
+from imagebridge.model.directory import DirectorySnapshot
 from imagebridge.model.ids import HomeCommunityId, validate_oid
 
 ENV_PREFIX = "IMAGEBRIDGE_"
@@ -98,6 +100,8 @@ class Config:
     store: StoreConfig = StoreConfig()
     xcpd: MatchingConfig = MatchingConfig()
     repositories: tuple[RepositoryConfig, ...] = field(default_factory=tuple)
+    communities: DirectorySnapshot = field(default_factory=DirectorySnapshot)
+    """``[[communities]]``: partner gateways this one sends to (static directory)."""
     source_file: Path | None = None
 
     def repository(self, unique_id: str) -> RepositoryConfig | None:
@@ -133,7 +137,7 @@ def config_from_mapping(
     """Build and validate a :class:`Config` from parsed TOML plus environment overrides."""
     data: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     _apply_environment(data, environ)
-    unknown = set(data) - set(_TABLES) - {"repositories"}
+    unknown = set(data) - set(_TABLES) - {"repositories", "communities"}
     if unknown:
         raise ConfigError(f"unknown configuration table(s): {', '.join(sorted(unknown))}")
     if "community" not in data:
@@ -156,6 +160,9 @@ def config_from_mapping(
         store=_build(StoreConfig, "store", _table("store", data.get("store", {}))),
         xcpd=_build(MatchingConfig, "xcpd", _table("xcpd", data.get("xcpd", {}))),
         repositories=tuple(_repository(i, r, source) for i, r in enumerate(repos)),
+        communities=communities_from_config(
+            data, base_dir=source.parent if source is not None else None
+        ),
         source_file=source,
     )
     seen: set[str] = set()

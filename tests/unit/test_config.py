@@ -92,3 +92,23 @@ def test_invalid_configurations_say_what_is_wrong(tmp_path: Path, text: str, mes
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read"):
         load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_partner_communities_are_read_from_the_configuration(tmp_path: Path) -> None:
+    text = (
+        GOOD
+        + """
+[[communities]]
+home_community_id = "urn:oid:1.3.6.1.4.1.21367.13.70.101"
+name = "Partner A"
+xcpd_url = "https://a.example.org/xcpd"
+xca_query_url = "https://a.example.org/xca/query"
+"""
+    )
+    config = load_config(_write(tmp_path, text), environ={})
+    (partner,) = config.communities.communities
+    assert partner.name == "Partner A"
+    assert partner.home_community_id.oid == "1.3.6.1.4.1.21367.13.70.101"
+    bad = GOOD + '\n[[communities]]\nname = "no id"\nxcpd_url = "https://b.example.org/"\n'
+    with pytest.raises(ConfigError, match="communities"):
+        load_config(_write(tmp_path, bad), environ={})
