@@ -19,6 +19,8 @@ from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, I
 from dataclasses import dataclass
 from typing import Final
 
+from imagebridge.wire.chunks import each, nonempty_chunks
+
 ROOT_PART_CONTENT_TYPE: Final = 'application/xop+xml; charset=UTF-8; type="application/soap+xml"'
 _BOUNDARY: Final = re.compile(r"[0-9A-Za-z'()+_,./:=? -]{0,69}[0-9A-Za-z'()+_,./:=?-]")
 _CONTENT_ID: Final = re.compile(r"[\x21-\x3b\x3d\x3f-\x7e]+")  # printable ASCII except < >
@@ -93,28 +95,17 @@ async def _encode_root_last(
     root: Callable[[], Awaitable[bytes]],
 ) -> AsyncIterator[bytes]:
     first = True
-    async for attachment in _each(attachments):
+    async for attachment in each(attachments):
         head = framing.part_head(attachment)
         yield head[2:] if first else head  # no CRLF before the very first delimiter
         first = False
-        async for chunk in _chunks(attachment.body):
+        async for chunk in nonempty_chunks(attachment.body):
             yield chunk
     yield framing.root_head if first else b"\r\n" + framing.root_head
     envelope = await root()
     if envelope:
         yield envelope
     yield framing.closing
-
-
-async def _chunks(body: Iterable[bytes] | AsyncIterable[bytes]) -> AsyncIterator[bytes]:
-    if isinstance(body, AsyncIterable):
-        async for chunk in body:
-            if chunk:
-                yield chunk
-    else:
-        for chunk in body:
-            if chunk:
-                yield chunk
 
 
 def _encode(framing: _Framing, root: bytes, attachments: Iterable[Attachment]) -> Iterator[bytes]:
@@ -138,22 +129,11 @@ async def _encode_async(
     yield framing.root_head
     if root:
         yield root
-    async for attachment in _each(attachments):
+    async for attachment in each(attachments):
         yield framing.part_head(attachment)
-        async for chunk in _chunks(attachment.body):
+        async for chunk in nonempty_chunks(attachment.body):
             yield chunk
     yield framing.closing
-
-
-async def _each(
-    items: Iterable[Attachment] | AsyncIterable[Attachment],
-) -> AsyncIterator[Attachment]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
 
 
 class _Framing:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from imagebridge.errors import MimeMalformed
+from imagebridge.wire.chunks import each, nonempty_chunks
 from imagebridge.wire.mime import MultipartParser, PartHeaders, parse_media_type
 
 _BOUNDARY: Final = re.compile(r"[0-9A-Za-z'+_.-]{1,70}")  # bchars that need no quoting
@@ -112,30 +113,12 @@ async def encode_multipart_related(
     _check_boundary(boundary)
     dash = b"--" + boundary.encode("ascii")
     head = f"Content-Type: {part_type}\r\n\r\n".encode("ascii")
-    async for body in _each(bodies):
+    async for body in each(bodies):
         yield dash + b"\r\n" + head
-        if isinstance(body, AsyncIterable):
-            async for chunk in body:
-                if chunk:
-                    yield chunk
-        else:
-            for chunk in body:
-                if chunk:
-                    yield chunk
+        async for chunk in nonempty_chunks(body):
+            yield chunk
         yield b"\r\n"
     yield dash + b"--\r\n"
-
-
-async def _each(
-    items: Iterable[AsyncIterable[bytes] | Iterable[bytes]]
-    | AsyncIterable[AsyncIterable[bytes] | Iterable[bytes]],
-) -> AsyncIterator[AsyncIterable[bytes] | Iterable[bytes]]:
-    if isinstance(items, AsyncIterable):
-        async for item in items:
-            yield item
-    else:
-        for item in items:
-            yield item
 
 
 def _check_boundary(boundary: str) -> None:
