@@ -467,6 +467,10 @@ class PartnerUnavailable(ImageBridgeError):
     xds_error_code = "XDSUnavailableCommunity"
 
 
+class PartnerTimeout(PartnerUnavailable):
+    """A partner gateway did not connect, answer or finish within its configured time."""
+
+
 class ConfigError(ImageBridgeError):
     """The configuration file is missing, unreadable or invalid (says which key)."""
 

@@ -15,7 +15,12 @@ from dataclasses import dataclass
 
 import httpx
 
-from imagebridge.errors import PartnerUnavailable, SoapFaultReceived, SoapNotEnvelope
+from imagebridge.errors import (
+    PartnerTimeout,
+    PartnerUnavailable,
+    SoapFaultReceived,
+    SoapNotEnvelope,
+)
 from imagebridge.transactions import TransactionSpec
 from imagebridge.transport.faults import SOAP_CONTENT_TYPE
 from imagebridge.wire.mtom import (
@@ -107,6 +112,8 @@ class SoapClient:
         )
         try:
             reply = await self._http.send(request, stream=True)
+        except httpx.TimeoutException as exc:
+            raise PartnerTimeout(f"{spec.code} to {url} timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
             raise PartnerUnavailable(f"{spec.code} to {url} failed: {type(exc).__name__}") from exc
         try:
@@ -116,6 +123,10 @@ class SoapClient:
                 sink=sink,
                 limits=self._mtom_limits,
             )
+        except httpx.TimeoutException as exc:
+            raise PartnerTimeout(
+                f"{spec.code} reply from {url} stalled: {type(exc).__name__}"
+            ) from exc
         except httpx.TransportError as exc:
             raise PartnerUnavailable(f"{spec.code} reply from {url} broke off") from exc
         finally:

@@ -1,0 +1,1 @@
+"""Trust: TLS contexts for partners and our server; later SAML (XUA) and ATNA audit."""
