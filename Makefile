@@ -59,6 +59,7 @@ bench: $(STAMP) $(SYSTEM_STAMP) $(BENCH_SYSTEM_STAMP)
 	$(BIN)/python bench/mtom_throughput.py
 	$(BIN)/python bench/responder.py
 	$(BIN)/python bench/rad75_throughput.py
+	$(BIN)/python bench/fanout.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
