@@ -6,6 +6,7 @@ Each ``[[communities]]`` table names one partner::
     home_community_id = "1.2.3.4.5"          # bare OID or urn:oid:
     name = "Regional HIE"
     xcpd_url = "https://hie.example/xcpd"      # ITI-55
+    xcpd_location_url = "https://hie.example/plq"  # ITI-56, optional (Health Data Locators)
     xca_query_url = "https://hie.example/xca/query"        # ITI-38
     xca_retrieve_url = "https://hie.example/xca/retrieve"  # ITI-39
     xcai_retrieve_url = "https://hie.example/xcai/retrieve"  # RAD-75
@@ -50,6 +51,7 @@ URL_KEYS: Final[Mapping[str, Transaction]] = {
     "xca_query_url": Transaction.ITI_38,
     "xca_retrieve_url": Transaction.ITI_39,
     "xcai_retrieve_url": Transaction.RAD_75,
+    "xcpd_location_url": Transaction.ITI_56,  # optional: Patient Location Query at an HDL
 }
 _TIMEOUT_KEYS: Final = ("timeout_connect", "timeout_read", "timeout_overall")
 _TLS_KEYS: Final = ("tls_ca_bundle", "tls_client_certificate", "tls_client_key")

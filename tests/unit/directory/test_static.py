@@ -123,6 +123,8 @@ def test_entry_not_a_table() -> None:
         ({"tls_client_key": "c.key"}, "tls_client_certificate and tls_client_key go together"),
         ({"tls_ca_bundle": 1}, "communities[0].tls_ca_bundle must be a string"),
         ({"xcai_url": "https://x.example/"}, "communities[0]: unknown key(s) xcai_url"),
+        ({"xcpd_location_url": "plq"}, "communities[0].xcpd_location_url must be an absolute"),
+        ({"xcpd_location_url": 7}, "communities[0].xcpd_location_url must be a string"),
     ],
 )
 def test_each_error_names_entry_and_key(overrides: dict[str, Any], expected: str) -> None:
@@ -152,3 +154,21 @@ def test_duplicate_home_community_id() -> None:
 def test_relative_tls_paths_without_base_dir_stay_relative() -> None:
     (community,) = parse_communities([_one(tls_ca_bundle="ca.pem")])
     assert community.tls.ca_bundle == Path("ca.pem")
+
+
+def test_patient_location_query_url_is_optional_and_maps_to_iti56() -> None:
+    (plain,) = parse_communities([_one()])
+    assert plain.url(Transaction.ITI_56) is None
+    (hdl,) = parse_communities([_one(xcpd_location_url=" https://rls.example/plq ")])
+    assert hdl.url(Transaction.ITI_56) == "https://rls.example/plq"
+    assert hdl.transactions == frozenset({Transaction.ITI_38, Transaction.ITI_56})
+
+
+def test_patient_location_query_url_alone_is_enough() -> None:
+    entry = _one(xca_query_url=None, xcpd_location_url="https://rls.example/plq")
+    (hdl,) = parse_communities([entry])
+    assert hdl.transactions == frozenset({Transaction.ITI_56})
+
+
+def test_missing_url_message_lists_the_location_key() -> None:
+    assert "xcpd_location_url" in _error(_one(xca_query_url=None))
