@@ -1,16 +1,22 @@
 """Read NIST XDS Toolkit test plans and check replies the way the toolkit does.
 
-Used by ``test_responder_testkit.py``.  A toolkit test folder holds
-``index.idx`` (its sections in order; a folder without one is a single
-section) and, per section, a ``testplan.xml`` with one or more ``TestStep``:
+Used by ``test_responder_testkit.py`` and ``test_xca_initiating_testkit.py``.
+A toolkit test folder holds ``index.idx`` (its sections in order; a folder
+without one is a single section) and, per section, a ``testplan.xml`` with one
+or more ``TestStep``:
 
 * the transaction element (``XCQTransaction``, ``XCRTransaction``,
-  ``XcpdTransaction``) naming the request file (``MetadataFile``);
+  ``XcpdTransaction``, and the Initiating Gateway's ``IGQTransaction``,
+  ``IGRTransaction``) naming the request file (``MetadataFile``);
 * ``ExpectedStatus`` and optional ``ExpectedErrorCode``;
 * ``UseId`` / ``UseReport``: where each ``$token$`` of the request comes from
   (ids assigned and values reported by an earlier test, here the data
   loader 12318);
-* ``Assertions/Assert``: XPath 1.0 over the toolkit's log of the section.
+* ``Assertions/Assert``: XPath 1.0 over the toolkit's log of the section;
+* ``Report``: a value read by XPath from the request (``InputMetadata``) or
+  the reply (``Result``) and published for later steps and tests;
+* ``NullTransaction`` steps (:class:`NullStep`): no message, only ``Assert``
+  comparisons of ``UseReport`` values (``'submittedValue' = 'returnedValue'``).
 
 :class:`ToolkitLog` rebuilds the part of that log the assertions navigate:
 ``TestResults/TestStep[@id]/<Transaction step=…>/Result/<reply payload>``.
@@ -31,7 +37,15 @@ from imagebridge.wire import ns
 from imagebridge.wire.xml import Element
 
 TOKEN = re.compile(r"\$[A-Za-z_0-9]+\$")
-TRANSACTIONS = ("XCQTransaction", "XCRTransaction", "XcpdTransaction")
+TRANSACTIONS = (
+    "XCQTransaction",
+    "XCRTransaction",
+    "XcpdTransaction",
+    "IGQTransaction",
+    "IGRTransaction",
+)
+NULL_TRANSACTION = "NullTransaction"
+THIS = "THIS"  # UseReport section="THIS": the section being run
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +69,15 @@ class ToolkitAssert:
 
 
 @dataclass(frozen=True, slots=True)
+class Report:
+    """One ``<Report name section>``: *xpath* over the request or the reply."""
+
+    name: str
+    section: str  # "InputMetadata" (the request) or "Result" (the reply)
+    xpath: str
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """One ``TestStep`` of a section's ``testplan.xml``."""
 
@@ -70,6 +93,18 @@ class Step:
     expected_object_refs: int | None
     expected_mime_type: str | None
     reference_documents: tuple[str, ...]
+    reports: tuple[Report, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NullStep:
+    """A ``TestStep`` holding a ``NullTransaction``: comparisons of earlier reports."""
+
+    test: str
+    section: str
+    id: str
+    tokens: tuple[TokenRef, ...]
+    asserts: tuple[ToolkitAssert, ...]
 
 
 def sections(test_dir: Path) -> list[str]:
@@ -97,13 +132,32 @@ def _token_ref(el: etree._Element) -> TokenRef:
     )
 
 
-def read_steps(test_dir: Path, section: str) -> list[Step]:
-    """Every ``TestStep`` of *section* (see :func:`sections`)."""
+def _plan(test_dir: Path, section: str) -> tuple[Path, etree._Element]:
     folder = test_dir / section if section else test_dir
     plan = etree.parse(str(folder / "testplan.xml"), etree.XMLParser(no_network=True))
+    return folder, plan.getroot()
+
+
+def _asserts(transaction: etree._Element) -> tuple[ToolkitAssert, ...]:
+    return tuple(
+        ToolkitAssert(a.get("id", ""), a.get("desc", ""), " ".join((a.text or "").split()))
+        for a in transaction.iterfind("Assertions/Assert")
+    )
+
+
+def read_steps(test_dir: Path, section: str) -> list[Step]:
+    """Every ``TestStep`` of *section* that sends a message (see :func:`sections`).
+
+    ``NullTransaction`` steps are read by :func:`read_null_steps`.
+    """
+    folder, root = _plan(test_dir, section)
     steps = []
-    for step in plan.getroot().iter("TestStep"):
-        transaction = next(el for el in step if el.tag in TRANSACTIONS)
+    for step in root.iter("TestStep"):
+        transaction = next((el for el in step if el.tag in TRANSACTIONS), None)
+        if transaction is None:
+            if step.find(NULL_TRANSACTION) is not None:
+                continue
+            raise ValueError(f"{folder}: step {step.get('id')} has no known transaction")
         metadata = _text(transaction, "MetadataFile")
         if metadata is None:
             raise ValueError(f"{folder}: step {step.get('id')} has no MetadataFile")
@@ -122,20 +176,87 @@ def read_steps(test_dir: Path, section: str) -> list[Step]:
                 tokens=tuple(
                     _token_ref(el) for el in transaction if el.tag in ("UseId", "UseReport")
                 ),
-                asserts=tuple(
-                    ToolkitAssert(
-                        a.get("id", ""), a.get("desc", ""), " ".join((a.text or "").split())
-                    )
-                    for a in transaction.iterfind("Assertions/Assert")
-                ),
+                asserts=_asserts(transaction),
                 expected_object_refs=None if refs is None else int(refs.get("count", "0")),
                 expected_mime_type=_text(transaction, "ExpectedMimeType"),
                 reference_documents=tuple(
                     (r.text or "").strip() for r in transaction.iterfind("ReferenceDocument")
                 ),
+                reports=tuple(
+                    Report(
+                        r.get("name", ""), r.get("section", ""), " ".join((r.text or "").split())
+                    )
+                    for r in transaction.iterfind("Report")
+                ),
             )
         )
     return steps
+
+
+def read_null_steps(test_dir: Path, section: str) -> list[NullStep]:
+    """Every ``NullTransaction`` step of *section*, in order."""
+    _, root = _plan(test_dir, section)
+    found = []
+    for step in root.iter("TestStep"):
+        null = step.find(NULL_TRANSACTION)
+        if null is None:
+            continue
+        found.append(
+            NullStep(
+                test=test_dir.name,
+                section=section,
+                id=step.get("id", ""),
+                tokens=tuple(_token_ref(el) for el in null.iterfind("UseReport")),
+                asserts=_asserts(null),
+            )
+        )
+    return found
+
+
+def token_key(ref: TokenRef, test: str, section: str) -> tuple[str, str, str, str]:
+    """*ref*'s key with ``section="THIS"`` (and a missing test) resolved to *test*/*section*."""
+    ref_test, ref_section, group, name = ref.key
+    if ref_section == THIS:
+        return (test, section, group, name)
+    return (ref_test or test, ref_section, group, name)
+
+
+def report_value(root: Element, xpath: str) -> str:
+    """A ``<Report>``'s value as the toolkit publishes it: the string value of the first
+    node found (empty if none), or the number, string or boolean the expression gives."""
+    found = root.xpath(xpath)
+    if isinstance(found, list):
+        if not found:
+            return ""
+        first = found[0]
+        if isinstance(first, etree._Element):
+            return "".join(str(t) for t in first.itertext()).strip()
+        return str(first).strip()
+    if isinstance(found, bool):
+        return "true" if found else "false"
+    if isinstance(found, float):
+        return str(int(found)) if found.is_integer() else str(found)
+    return str(found).strip()
+
+
+_QUOTED = re.compile(r"'([^']*)'")
+
+
+def null_assert_holds(assertion: ToolkitAssert, values: Mapping[str, str]) -> bool:
+    """Evaluate a ``NullTransaction`` assertion such as ``'requested' = 'returned'``.
+
+    Each quoted ``useAs`` name is replaced by its value (as the toolkit does),
+    and the XPath 1.0 expression that results is evaluated.
+    """
+
+    def substitute(match: re.Match[str]) -> str:
+        value = values.get(match.group(1), match.group(1))
+        if "'" in value:
+            raise ValueError(f"report value with an apostrophe: {value!r}")
+        return f"'{value}'"
+
+    result = etree.XPath(_QUOTED.sub(substitute, assertion.xpath))(etree.Element("x"))
+    return result is True
 
 
 def token_values(step: Step, loaded: Mapping[tuple[str, str, str, str], str]) -> dict[str, str]:
