@@ -9,18 +9,22 @@ from __future__ import annotations
 import logging
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import anyio
 import typer
 import uvicorn
+from rich.console import Console
 
 from imagebridge import __version__
+from imagebridge.actors.initiating.workflow import Demographics
 from imagebridge.app import create_app
 from imagebridge.cli.check import run_check
+from imagebridge.cli.fetch import FetchRequest, run_fetch
 from imagebridge.cli.selfcheck import run_selfcheck
 from imagebridge.config import Config, load_config
-from imagebridge.errors import ConfigError
+from imagebridge.errors import ConfigError, ImageBridgeError
+from imagebridge.model.ids import HomeCommunityId
 
 app = typer.Typer(
     name="imagebridge",
@@ -36,6 +40,8 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug log
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not verbose:  # one line per HTTP request is noise for an operator
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @app.command()
@@ -90,6 +96,45 @@ def check(config: Path = ConfigOption) -> None:
     """Validate the configuration and probe every image source."""
     settings = _load(config)
     raise typer.Exit(anyio.run(run_check, settings))
+
+
+@app.command()
+def fetch(
+    *,
+    config: Annotated[Path, typer.Option("--config", "-c", help="TOML configuration file.")],
+    family: Annotated[str, typer.Option(help="Family name.")],
+    given: Annotated[str, typer.Option(help="Given name.")],
+    birth_date: Annotated[str, typer.Option("--birth-date", help="YYYYMMDD.")],
+    gender: Annotated[str, typer.Option(help="M, F or O.")],
+    community: Annotated[
+        list[str] | None,
+        typer.Option("--community", help="Ask only this homeCommunityId (repeatable)."),
+    ] = None,
+    into: Annotated[Path, typer.Option(help="Folder for the images.")] = Path("retrieved"),
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the studies; retrieve nothing.")
+    ] = False,
+    study: Annotated[
+        list[str] | None,
+        typer.Option("--study", help="Retrieve only this Study Instance UID (repeatable)."),
+    ] = None,
+    deadline: Annotated[float, typer.Option(help="Seconds for each discovery/query phase.")] = 60.0,
+) -> None:
+    """Pull a patient's prior imaging from the partner communities into a folder."""
+    settings = _load(config)
+    try:
+        request = FetchRequest(
+            Demographics(family, given, birth_date, gender),
+            tuple(HomeCommunityId.parse(c) for c in community or ()),
+            into,
+            dry_run,
+            tuple(study or ()),
+            deadline,
+        )
+    except ImageBridgeError as exc:
+        typer.secho(f"invalid input: {exc.message}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    raise typer.Exit(anyio.run(run_fetch, settings, request, Console()))
 
 
 def main() -> None:

@@ -115,7 +115,11 @@ class SoapClient:
         except httpx.TimeoutException as exc:
             raise PartnerTimeout(f"{spec.code} to {url} timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
-            raise PartnerUnavailable(f"{spec.code} to {url} failed: {type(exc).__name__}") from exc
+            reason = str(exc).strip()[:300]
+            raise PartnerUnavailable(
+                f"{spec.code} to {url} failed: {type(exc).__name__}"
+                + (f" ({reason})" if reason else "")
+            ) from exc
         try:
             package = await read_mtom(
                 reply.headers.get("content-type", ""),

@@ -35,7 +35,7 @@ from imagebridge.errors import (
     PartnerTimeout,
 )
 from imagebridge.model.directory import Community, TlsSettings
-from imagebridge.model.outcome import RegistryError, Status, consolidate
+from imagebridge.model.outcome import RegistryError, Severity, Status, consolidate
 from imagebridge.model.retrieve import (
     DocumentRequest,
     DocumentResponse,
@@ -321,7 +321,19 @@ class PartnerClient:
                 )
                 continue
             result.documents.append(ReceivedDocument(document, body))
+            asked.discard(document.document_unique_id)
         result.errors.extend(response.errors)
+        if asked and not any(e.severity is Severity.ERROR for e in response.errors):
+            # Neither returned nor explained: say so rather than lose it silently.
+            location = self.community.home_community_id.urn
+            result.errors.extend(
+                RegistryError(
+                    "XDSDocumentUniqueIdError",
+                    f"{uid}: asked for but neither returned nor reported by {self.name}",
+                    location=location,
+                )
+                for uid in sorted(asked)
+            )
 
 
 def _body_of(document: DocumentResponse, package: MtomPackage) -> StoredBody:
@@ -339,8 +351,12 @@ class PartnerClients:
     """
 
     def __init__(self, *, max_connections: int = 200) -> None:
+        # Idle connections are dropped well before a partner's keep-alive timeout
+        # (uvicorn's is 5 s) so a request never races the server closing one.
         self._limits = httpx.Limits(
-            max_connections=max_connections, max_keepalive_connections=max_connections // 4
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections // 4,
+            keepalive_expiry=2.0,
         )
         self._clients: dict[TlsSettings, SoapClient] = {}
         self._http: list[httpx.AsyncClient] = []

@@ -1,0 +1,525 @@
+"""Initiating Gateway and Initiating Imaging Gateway, the pull workflow of guide 10.1.1.
+
+demographics → Cross Gateway Patient Discovery [ITI-55] to every community →
+Cross Gateway Query [ITI-38] FindDocuments for KOS manifests with each matched
+patient id → Cross Gateway Retrieve [ITI-39] of the manifests → KOS parse →
+Cross Gateway Retrieve Imaging Document Set [RAD-75] to the community named by
+each KOS entry's ``home``, with the manifest's Retrieve Location UIDs as
+repositories.  Each phase fans out to the communities in parallel under one
+deadline (:func:`~imagebridge.actors.initiating.fanout.fan_out`); every
+community ends each phase with a status, and a partial result is always
+returned.  The caller picks the studies to retrieve between :meth:`PullWorkflow.find_studies`
+and :meth:`PullWorkflow.retrieve`.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from functools import partial
+from typing import Final
+
+from imagebridge.actors.initiating.breaker import CircuitBreaker
+from imagebridge.actors.initiating.client import PartnerClients, RetrieveResult
+from imagebridge.actors.initiating.fanout import (
+    CommunityOutcome,
+    FanOutResult,
+    OutcomeStatus,
+    fan_out,
+)
+from imagebridge.actors.initiating.locator import (
+    HealthDataLocatorResult,
+    follow_health_data_locators,
+    soap_locator,
+)
+from imagebridge.dicom.manifest import imaging_document_locators, parse_manifest
+from imagebridge.errors import ImageBridgeError, InvalidValue
+from imagebridge.model.directory import Community, DirectorySnapshot
+from imagebridge.model.ids import HomeCommunityId, PatientId
+from imagebridge.model.imaging import ImagingDocumentLocator, Manifest
+from imagebridge.model.outcome import RegistryError
+from imagebridge.model.retrieve import (
+    DocumentRequest,
+    RetrieveDocumentSetRequest,
+    imaging_request_for,
+)
+from imagebridge.model.xcpd import (
+    II,
+    Device,
+    HealthDataLocator,
+    MatchedPatient,
+    ParameterList,
+    PatientDiscoveryQuery,
+    PatientDiscoveryResponse,
+    PersonName,
+    QueryByParameter,
+    QueryResponseCode,
+    TimeInterval,
+)
+from imagebridge.model.xds import AvailabilityStatus, Code, DocumentEntry
+from imagebridge.model.xds_query import AdhocQueryRequest, FindDocumentsQuery
+from imagebridge.transactions import Transaction
+from imagebridge.wire.spool import PartSink
+from imagebridge.wire.xds import vocabulary as v
+
+log = logging.getLogger(__name__)
+
+KOS_FORMAT: Final = Code(v.KOS_FORMAT_CODE, v.KOS_FORMAT_CODE_SCHEME)
+DEFAULT_TRANSFER_SYNTAXES: Final = (
+    "1.2.840.10008.1.2.1",  # Explicit VR Little Endian
+    "1.2.840.10008.1.2",  # Implicit VR Little Endian
+    "1.2.840.10008.1.2.4.70",  # JPEG Lossless SV1
+    "1.2.840.10008.1.2.4.57",  # JPEG Lossless
+    "1.2.840.10008.1.2.4.80",  # JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.90",  # JPEG 2000 Lossless
+    "1.2.840.10008.1.2.5",  # RLE Lossless
+)
+"""What we accept by default: uncompressed and the lossless syntaxes a PACS stores as is."""
+
+_HL7_GENDER: Final = {"M": "M", "F": "F", "O": "UN", "U": "UN", "UN": "UN"}
+
+
+@dataclass(frozen=True, slots=True)
+class Demographics:
+    """Who we are looking for: family and given name, birth date ``YYYYMMDD``, sex M/F/O."""
+
+    family: str
+    given: str
+    birth_date: str
+    gender: str
+
+    def __post_init__(self) -> None:
+        if not self.family.strip() or not self.given.strip():
+            raise InvalidValue("family and given name are required")
+        if len(self.birth_date) != 8 or not self.birth_date.isdigit():
+            raise InvalidValue(f"birth date must be YYYYMMDD, not {self.birth_date!r}")
+        if self.gender.upper() not in _HL7_GENDER:
+            raise InvalidValue(f"gender must be M, F or O, not {self.gender!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class PullSettings:
+    """Our identity and the knobs of a pull."""
+
+    home: HomeCommunityId
+    patient_id_authority: str | None = None
+    deadline: float = 60.0
+    """Seconds each discovery/query phase may take as a whole (one fan-out)."""
+    retrieve_deadline: float = 3600.0
+    max_concurrency: int | None = 32
+    transfer_syntaxes: tuple[str, ...] = DEFAULT_TRANSFER_SYNTAXES
+    query_by_format_code: bool = True
+    """False: FindDocuments for all formats, keeping only the KOS entries of the answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class PatientMatch:
+    """One patient record a community returned for the demographics."""
+
+    community: Community
+    """The community that answered ITI-55 (or, for a located match, the one to query)."""
+    patient: MatchedPatient
+    located_by: HomeCommunityId | None = None
+    """The Health Data Locator that named this location (None: a direct ITI-55 match)."""
+
+    @property
+    def home(self) -> HomeCommunityId:
+        return self.patient.home_community_id or self.community.home_community_id
+
+    @property
+    def health_data_locator(self) -> bool:
+        return self.patient.health_data_locator is HealthDataLocator.SUPPORTS_HEALTH_DATA_LOCATOR
+
+
+@dataclass(frozen=True, slots=True)
+class StudyOffer:
+    """A study a community offers: its KOS DocumentEntry, the parsed manifest, its instances."""
+
+    community: Community
+    """The community that answered ITI-38/ITI-39."""
+    patient_id: PatientId
+    entry: DocumentEntry
+    manifest: Manifest
+    locators: tuple[ImagingDocumentLocator, ...]
+
+    @property
+    def imaging_home(self) -> HomeCommunityId:
+        """Where RAD-75 goes: the KOS entry's ``home`` (else the community that answered)."""
+        return self.entry.home or self.community.home_community_id
+
+    @property
+    def study_instance_uids(self) -> tuple[str, ...]:
+        return self.manifest.study_instance_uids
+
+    @property
+    def description(self) -> str:
+        title = self.entry.title
+        return title.localized[0].value if title is not None and title.localized else ""
+
+    @property
+    def service_date(self) -> str:
+        start = self.entry.service_start_time
+        return "" if start is None else str(start)[:8]
+
+
+@dataclass(slots=True)
+class StudyReceipt:
+    """What arrived for the studies of one imaging community."""
+
+    community: Community
+    offers: tuple[StudyOffer, ...]
+    result: RetrieveResult
+
+    @property
+    def requested(self) -> int:
+        return sum(len(o.locators) for o in self.offers)
+
+
+@dataclass(slots=True)
+class DiscoveryReport:
+    """Phase 1: per community, its ITI-55 outcome, and the matches found."""
+
+    outcomes: FanOutResult[PatientDiscoveryResponse]
+    matches: list[PatientMatch] = field(default_factory=list)
+    locators: HealthDataLocatorResult | None = None
+    """What the Health Data Locators among the responders said (None: none flagged)."""
+
+
+@dataclass(slots=True)
+class StudiesReport:
+    """Phase 2: per community, its ITI-38/ITI-39 outcome, and the studies offered."""
+
+    outcomes: FanOutResult[list[StudyOffer]]
+    offers: list[StudyOffer] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class RetrieveReport:
+    """Phase 3: per imaging community, its RAD-75 outcome; unknown communities listed."""
+
+    outcomes: FanOutResult[StudyReceipt]
+    unroutable: list[tuple[StudyOffer, str]] = field(default_factory=list)
+
+    def close(self) -> None:
+        for receipt in self.outcomes.values():
+            receipt.result.close()
+
+
+def _no_patients(response: PatientDiscoveryResponse) -> bool:
+    return not response.patients
+
+
+def _no_offers(offers: list[StudyOffer]) -> bool:
+    return not offers
+
+
+class PullWorkflow:
+    """Find a patient's imaging studies in every partner community and pull the chosen ones."""
+
+    def __init__(
+        self,
+        clients: PartnerClients,
+        directory: DirectorySnapshot,
+        settings: PullSettings,
+        *,
+        breaker: CircuitBreaker | None = None,
+        clock: Callable[[], datetime] | None = None,
+        new_id: Callable[[], str] | None = None,
+    ) -> None:
+        self._clients = clients
+        self._directory = directory
+        self._settings = settings
+        self._breaker = breaker
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._new_id = new_id or (lambda: uuid.uuid4().hex)
+
+    def communities(self, only: Iterable[HomeCommunityId] = ()) -> tuple[Community, ...]:
+        """The active communities answering ITI-55 (restricted to *only* when given)."""
+        wanted = set(only)
+        return tuple(
+            c
+            for c in self._directory.active()
+            if c.url(Transaction.ITI_55) is not None
+            and (not wanted or c.home_community_id in wanted)
+        )
+
+    # --- phase 1: ITI-55 ------------------------------------------------------------------
+
+    def discovery_query(
+        self, demographics: Demographics, receiver: HomeCommunityId
+    ) -> PatientDiscoveryQuery:
+        """The PRPA_IN201305UV02 for *demographics*, addressed to *receiver*."""
+        home = self._settings.home
+        query_root = "2.25." + str(uuid.UUID(hex=self._new_id()).int)
+        return PatientDiscoveryQuery(
+            message_id=II(query_root, "m"),
+            creation_time=self._clock().strftime("%Y%m%d%H%M%S"),
+            sender=Device(II(home.oid), home),
+            receiver=Device(II(receiver.oid), receiver),
+            query_by_parameter=QueryByParameter(
+                query_id=II(query_root, "q"),
+                parameters=ParameterList(
+                    living_subject_administrative_gender=_HL7_GENDER[demographics.gender.upper()],
+                    living_subject_birth_time=TimeInterval(demographics.birth_date),
+                    living_subject_names=(
+                        PersonName(given=(demographics.given,), family=(demographics.family,)),
+                    ),
+                ),
+            ),
+            patient_id_assigning_authority=self._settings.patient_id_authority,
+        )
+
+    async def discover(
+        self, demographics: Demographics, communities: Sequence[Community]
+    ) -> DiscoveryReport:
+        """Cross Gateway Patient Discovery [ITI-55], Initiating Gateway, to every community."""
+
+        async def call(community: Community) -> PatientDiscoveryResponse:
+            client = self._clients.for_community(community)
+            query = self.discovery_query(demographics, community.home_community_id)
+            response = await client.discover(query)
+            _check_discovery_answer(response)
+            return response
+
+        result = await fan_out(
+            communities,
+            call,
+            timeout=self._settings.deadline,
+            is_no_match=_no_patients,
+            max_concurrency=self._settings.max_concurrency,
+            breaker=self._breaker,
+        )
+        report = DiscoveryReport(result)
+        for outcome in result.outcomes:
+            if outcome.value is not None:
+                report.matches.extend(
+                    PatientMatch(outcome.community, p) for p in outcome.value.patients
+                )
+        if any(m.health_data_locator for m in report.matches):
+            await self._follow_locators(report)
+        return report
+
+    async def _follow_locators(self, report: DiscoveryReport) -> None:
+        """Health Data Locator flows (guide 8.6.1): ask each flagged responder with ITI-56
+        where the patient has data; each location we can query becomes a match."""
+        located = await follow_health_data_locators(
+            report.matches,
+            self._directory,
+            soap_locator(lambda c: self._clients.soap_for(c.tls)),
+        )
+        report.locators = located
+        for target in located.targets:
+            community = replace(
+                target.community, endpoints=(target.query_endpoint, *target.community.endpoints)
+            )
+            patient = MatchedPatient(target.patient_id, target.community.home_community_id)
+            report.matches.append(PatientMatch(community, patient, located_by=target.locator))
+
+    # --- phase 2: ITI-38 + ITI-39 + KOS -----------------------------------------------------
+
+    def _query_target(self, match: PatientMatch) -> Community:
+        """The community to query for *match*: its own homeCommunityId's entry if we know it."""
+        if match.located_by is not None:
+            return match.community
+        return self._directory.get(match.home) or match.community
+
+    async def find_studies(self, matches: Sequence[PatientMatch]) -> StudiesReport:
+        """Cross Gateway Query [ITI-38] for KOS manifests and Cross Gateway Retrieve [ITI-39]
+        of them, Initiating Gateway, per community of the matches."""
+        by_community: dict[HomeCommunityId, tuple[Community, list[PatientId]]] = {}
+        for match in matches:
+            target = self._query_target(match)
+            entry = by_community.setdefault(target.home_community_id, (target, []))
+            if match.patient.patient_id not in entry[1]:
+                entry[1].append(match.patient.patient_id)
+        problems: list[str] = []
+
+        async def call(community: Community) -> list[StudyOffer]:
+            offers: list[StudyOffer] = []
+            for patient_id in by_community[community.home_community_id][1]:
+                offers.extend(await self._studies_of(community, patient_id, problems))
+            return offers
+
+        result = await fan_out(
+            [c for c, _ in by_community.values()],
+            call,
+            timeout=self._settings.deadline,
+            is_no_match=_no_offers,
+            max_concurrency=self._settings.max_concurrency,
+            breaker=self._breaker,
+        )
+        report = StudiesReport(result, problems=problems)
+        for outcome in result.outcomes:
+            if outcome.value:
+                report.offers.extend(outcome.value)
+        return report
+
+    def kos_query(self, patient_id: PatientId, home: HomeCommunityId) -> AdhocQueryRequest:
+        """FindDocuments for the patient's approved entries (KOS only unless configured)."""
+        return AdhocQueryRequest(
+            query=FindDocumentsQuery(
+                patient_id=patient_id,
+                status=(AvailabilityStatus.APPROVED.value,),
+                format_code=(KOS_FORMAT,) if self._settings.query_by_format_code else (),
+            ),
+            home_community_id=home,
+        )
+
+    async def _studies_of(
+        self, community: Community, patient_id: PatientId, problems: list[str]
+    ) -> list[StudyOffer]:
+        client = self._clients.for_community(community)
+        answer = await client.find(self.kos_query(patient_id, community.home_community_id))
+        for error in answer.errors:
+            problems.append(f"{community.name}: ITI-38 {error.error_code}: {error.code_context}")
+        entries = [
+            o for o in answer.registry_objects if isinstance(o, DocumentEntry) and _is_kos(o)
+        ]
+        if not entries:
+            if answer.errors and not answer.registry_objects:
+                raise _PartnerErrors(answer.errors)
+            return []
+        requests = tuple(
+            DocumentRequest(
+                e.repository_unique_id or "",
+                e.unique_id,
+                e.home or community.home_community_id,
+            )
+            for e in entries
+            if e.repository_unique_id
+        )
+        if not requests:
+            problems.append(f"{community.name}: KOS entries without repositoryUniqueId")
+            return []
+        offers: list[StudyOffer] = []
+        with await client.retrieve(RetrieveDocumentSetRequest(requests)) as result:
+            for error in result.errors:
+                problems.append(
+                    f"{community.name}: ITI-39 {error.error_code}: {error.code_context}"
+                )
+            by_uid = {e.unique_id: e for e in entries}
+            for document in result.documents:
+                entry = by_uid.get(document.response.document_unique_id)
+                if entry is None:
+                    continue
+                try:
+                    with document.open() as stream:
+                        manifest = parse_manifest(stream)
+                except ImageBridgeError as exc:
+                    problems.append(
+                        f"{community.name}: manifest {entry.unique_id} unusable: {exc.message}"
+                    )
+                    continue
+                offers.append(
+                    StudyOffer(
+                        community, patient_id, entry, manifest, imaging_document_locators(manifest)
+                    )
+                )
+        return offers
+
+    # --- phase 3: RAD-75 ---------------------------------------------------------------------
+
+    def imaging_community(self, offer: StudyOffer) -> Community | None:
+        """The community to send RAD-75 for *offer*: the KOS entry's ``home`` in the directory."""
+        found = self._directory.get(offer.imaging_home)
+        if found is None and offer.imaging_home == offer.community.home_community_id:
+            found = offer.community
+        if found is None or found.url(Transaction.RAD_75) is None:
+            return None
+        return found
+
+    async def retrieve(
+        self,
+        offers: Sequence[StudyOffer],
+        sink: Callable[[Community], PartSink] | None = None,
+    ) -> RetrieveReport:
+        """Cross Gateway Retrieve Imaging Document Set [RAD-75], Initiating Imaging Gateway:
+        one fan-out over the imaging communities of *offers*.
+
+        Each reply's parts go, as they arrive, to ``sink(community)`` (one sink
+        per exchange; None: spool to the temporary directory).
+        """
+        groups: dict[HomeCommunityId, tuple[Community, list[StudyOffer]]] = {}
+        unroutable: list[tuple[StudyOffer, str]] = []
+        for offer in offers:
+            target = self.imaging_community(offer)
+            if target is None:
+                unroutable.append(
+                    (offer, f"community {offer.imaging_home.oid} has no known RAD-75 endpoint")
+                )
+                continue
+            groups.setdefault(target.home_community_id, (target, []))[1].append(offer)
+
+        async def call(community: Community) -> StudyReceipt:
+            chosen = tuple(groups[community.home_community_id][1])
+            locators = [loc for offer in chosen for loc in offer.locators]
+            request = imaging_request_for(
+                locators, offer_home(chosen), self._settings.transfer_syntaxes
+            )
+            client = self._clients.for_community(community)
+            result = await client.retrieve_images(
+                request, None if sink is None else partial(sink, community)
+            )
+            return StudyReceipt(community, chosen, result)
+
+        outcome = await fan_out(
+            [c for c, _ in groups.values()],
+            call,
+            timeout=self._settings.retrieve_deadline,
+            max_concurrency=self._settings.max_concurrency,
+            breaker=self._breaker,
+        )
+        return RetrieveReport(outcome, unroutable)
+
+
+def offer_home(offers: Sequence[StudyOffer]) -> HomeCommunityId:
+    """The HomeCommunityId of a RAD-75 request for *offers* (all share one imaging home)."""
+    return offers[0].imaging_home
+
+
+def _is_kos(entry: DocumentEntry) -> bool:
+    if entry.format_code is not None:
+        return entry.format_code.code == KOS_FORMAT.code
+    return entry.mime_type.lower() == "application/dicom"
+
+
+class _PartnerErrors(ImageBridgeError):
+    """A community answered only with RegistryErrors (the first one is quoted)."""
+
+    xds_error_code = "XDSRegistryError"
+
+    def __init__(self, errors: Sequence[RegistryError]) -> None:
+        first = errors[0]
+        super().__init__(f"{first.error_code}: {first.code_context}")
+        self.partner_errors = tuple(errors)
+
+
+class DiscoveryRefused(ImageBridgeError):
+    """An ITI-55 answer that reports an application error (AE) instead of a result."""
+
+    xds_error_code = "XDSRegistryError"
+
+
+def _check_discovery_answer(response: PatientDiscoveryResponse) -> None:
+    code = response.query_ack.query_response_code
+    if code in (QueryResponseCode.OK, QueryResponseCode.NF):
+        return
+    issue = next((i for i in response.detected_issues), None)
+    detail = ""
+    if issue is not None:
+        detail = ", ".join(c.code for c in issue.issue_management + issue.action_required)
+    raise DiscoveryRefused(f"ITI-55 answered {code.value}" + (f" ({detail})" if detail else ""))
+
+
+def outcome_line(outcome: CommunityOutcome[object]) -> str:
+    """One line for logs and tables: community, status, code, detail (no patient data)."""
+    parts = [outcome.community.name or outcome.community.home_community_id.oid, outcome.status]
+    if outcome.status is not OutcomeStatus.OK and outcome.code:
+        parts.append(outcome.code)
+    if outcome.detail:
+        parts.append(outcome.detail)
+    return " | ".join(str(p) for p in parts)

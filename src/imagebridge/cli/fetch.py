@@ -1,0 +1,308 @@
+"""``imagebridge fetch``: pull a patient's prior imaging from every partner community.
+
+The staff member's job of guide 10.1.1 from a terminal: demographics in,
+images out in a folder, and a final table of what arrived from where,
+including every community that failed and why.  Progress is shown per
+community (each phase) and per study (bytes received while RAD-75 replies
+stream in).  ``--dry-run`` stops after listing the studies on offer;
+``--study`` restricts the retrieve to chosen Study Instance UIDs.
+
+Exit status: 0 when every community answered and every requested instance
+arrived, 1 when something is missing (the table says what), 2 for bad input
+or configuration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TransferSpeedColumn,
+)
+from rich.table import Table
+
+from imagebridge.actors.initiating.breaker import CircuitBreaker
+from imagebridge.actors.initiating.client import PartnerClients
+from imagebridge.actors.initiating.fanout import CommunityOutcome, FanOutResult, OutcomeStatus
+from imagebridge.actors.initiating.folder_sink import FolderSink
+from imagebridge.actors.initiating.workflow import (
+    Demographics,
+    PatientMatch,
+    PullSettings,
+    PullWorkflow,
+    StudyOffer,
+)
+from imagebridge.config import Config
+from imagebridge.model.directory import Community
+from imagebridge.model.ids import HomeCommunityId
+from imagebridge.wire.mime import PartHeaders
+from imagebridge.wire.spool import PartSink, StoredBody
+
+_STYLE = {
+    OutcomeStatus.OK: "green",
+    OutcomeStatus.NO_MATCH: "yellow",
+    OutcomeStatus.ERROR: "red",
+    OutcomeStatus.TIMEOUT: "red",
+    OutcomeStatus.UNREACHABLE: "red",
+    OutcomeStatus.SKIPPED: "magenta",
+}
+
+
+@dataclass(slots=True)
+class FetchRequest:
+    """What the operator asked for on the command line."""
+
+    demographics: Demographics
+    communities: tuple[HomeCommunityId, ...] = ()
+    into: Path = Path("retrieved")
+    dry_run: bool = False
+    studies: tuple[str, ...] = ()
+    deadline: float = 60.0
+
+
+@dataclass(slots=True)
+class CommunityLine:
+    """One row of the final table."""
+
+    community: Community
+    discover: str = "-"
+    studies: int = 0
+    query: str = "-"
+    requested: int = 0
+    arrived: int = 0
+    bytes: int = 0
+    retrieve: str = "-"
+    problems: list[str] = field(default_factory=list)
+
+
+class _CountingSink:
+    """A part sink that reports each chunk's size to the progress display, then passes it on."""
+
+    def __init__(self, inner: PartSink, progress: Progress, task: TaskID) -> None:
+        self._inner = inner
+        self._progress = progress
+        self._task = task
+
+    def start_part(self, headers: PartHeaders) -> None:
+        self._inner.start_part(headers)
+
+    def part_data(self, data: memoryview) -> None:
+        self._progress.advance(self._task, len(data))
+        self._inner.part_data(data)
+
+    def end_part(self) -> StoredBody:
+        return self._inner.end_part()
+
+    def abort(self) -> None:
+        self._inner.abort()
+
+
+def _verdict(outcome: CommunityOutcome[Any]) -> str:
+    text = f"[{_STYLE[outcome.status]}]{outcome.status.value}[/]"
+    if outcome.status is not OutcomeStatus.OK and outcome.status is not OutcomeStatus.NO_MATCH:
+        why = " ".join(x for x in (outcome.code or "", outcome.detail) if x)
+        text += f" {why}"
+    return text
+
+
+def _record(
+    lines: dict[HomeCommunityId, CommunityLine],
+    result: FanOutResult[Any],
+    attribute: str,
+) -> None:
+    for outcome in result.outcomes:
+        line = lines.setdefault(outcome.home_community_id, CommunityLine(outcome.community))
+        setattr(line, attribute, _verdict(outcome))
+
+
+async def run_fetch(config: Config, request: FetchRequest, console: Console) -> int:
+    """Run the pull and print progress and the final table; returns the exit status."""
+    settings = PullSettings(
+        home=config.community.home_community_id,
+        patient_id_authority=config.community.patient_id_authority or None,
+        deadline=request.deadline,
+    )
+    lines: dict[HomeCommunityId, CommunityLine] = {}
+    async with PartnerClients() as clients:
+        flow = PullWorkflow(clients, config.communities, settings, breaker=CircuitBreaker())
+        targets = flow.communities(request.communities)
+        unknown = set(request.communities) - {c.home_community_id for c in targets}
+        for hcid in sorted(unknown, key=lambda h: h.oid):
+            console.print(f"[red]community {hcid.oid} is not in the directory (or has no XCPD)")
+        if not targets:
+            console.print("[red]no partner community to ask: add [[communities]] to the config")
+            return 2
+        with console.status(f"Looking for the patient in {len(targets)} communities…"):
+            found = await flow.discover(request.demographics, targets)
+        _record(lines, found.outcomes, "discover")
+        _print_phase(console, "Patient discovery (ITI-55)", found.outcomes)
+        _print_matches(console, found.matches)
+        if found.locators is not None:
+            for note in found.locators.reports:
+                console.print(f"  [yellow]Health Data Locator {note.community.oid}: {note.detail}")
+        if not found.matches:
+            _final_table(console, lines)
+            return 1 if _any_failed(lines) else 0
+        with console.status(f"Asking {len(found.matches)} match(es) for imaging manifests…"):
+            offered = await flow.find_studies(found.matches)
+        _record(lines, offered.outcomes, "query")
+        _print_phase(console, "Imaging manifests (ITI-38, ITI-39)", offered.outcomes)
+        for offer in offered.offers:
+            lines[offer.community.home_community_id].studies += 1
+        for problem in offered.problems:
+            console.print(f"  [yellow]{problem}")
+        _print_offers(console, offered.offers)
+        chosen = _choose(offered.offers, request.studies)
+        if request.dry_run or not chosen:
+            _final_table(console, lines)
+            return 1 if _any_failed(lines) else 0
+        sink = FolderSink(request.into)
+        status = await _retrieve(console, flow, chosen, sink, lines)
+    _final_table(console, lines)
+    console.print(f"Images are in {request.into.resolve()}")
+    return status
+
+
+async def _retrieve(
+    console: Console,
+    flow: PullWorkflow,
+    chosen: Sequence[StudyOffer],
+    sink: FolderSink,
+    lines: dict[HomeCommunityId, CommunityLine],
+) -> int:
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        tasks: dict[HomeCommunityId, TaskID] = {}
+
+        def part_sink(community: Community) -> PartSink:
+            hcid = community.home_community_id
+            if hcid not in tasks:
+                tasks[hcid] = progress.add_task(f"RAD-75 {community.name}", total=None)
+            return _CountingSink(sink.part_sink(), progress, tasks[hcid])
+
+        report = await flow.retrieve(chosen, part_sink)
+        try:
+            _record(lines, report.outcomes, "retrieve")
+            for offer, why in report.unroutable:
+                line = lines[offer.community.home_community_id]
+                line.requested += len(offer.locators)
+                line.problems.append(why)
+            for outcome in report.outcomes.outcomes:
+                line = lines.setdefault(outcome.home_community_id, CommunityLine(outcome.community))
+                receipt = outcome.value
+                if receipt is None:
+                    continue
+                line.requested += receipt.requested
+                stored = sink.store(receipt.result, [x for o in receipt.offers for x in o.locators])
+                line.arrived += len(stored.paths)
+                line.bytes += stored.bytes
+                line.problems.extend(
+                    f"{e.error_code}: {e.code_context}" for e in receipt.result.errors
+                )
+                for task in tasks.values():
+                    progress.update(task, total=progress.tasks[task].completed)
+        finally:
+            report.close()
+    incomplete = any(line.arrived < line.requested for line in lines.values())
+    return 1 if incomplete or _any_failed(lines) else 0
+
+
+def _choose(offers: Sequence[StudyOffer], studies: Sequence[str]) -> list[StudyOffer]:
+    if not studies:
+        return list(offers)
+    wanted = set(studies)
+    return [o for o in offers if wanted & set(o.study_instance_uids)]
+
+
+def _any_failed(lines: dict[HomeCommunityId, CommunityLine]) -> bool:
+    bad = ("error", "timeout", "unreachable", "skipped")
+    return any(
+        any(word in text for word in bad)
+        for line in lines.values()
+        for text in (line.discover, line.query, line.retrieve)
+    )
+
+
+def _print_phase(console: Console, title: str, result: FanOutResult[Any]) -> None:
+    console.print(f"[bold]{title}[/]: {result.elapsed:.1f} s")
+    for outcome in result.outcomes:
+        name = outcome.community.name or outcome.home_community_id.oid
+        console.print(f"  {name}: {_verdict(outcome)}")
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} B"
+
+
+def _print_matches(console: Console, matches: Sequence[PatientMatch]) -> None:
+    for match in matches:
+        person = match.patient
+        name = "; ".join(" ".join((*n.given, *n.family)) or (n.text or "") for n in person.names)
+        hdl = " (Health Data Locator)" if match.health_data_locator else ""
+        if match.located_by is not None:
+            hdl = f" (located by {match.located_by.oid})"
+        console.print(
+            f"  match in {match.community.name}: {name or '?'}, born "
+            f"{person.birth_time or '?'}, sex {person.administrative_gender or '?'}, "
+            f"id {person.patient_id.cx}{hdl}"
+        )
+
+
+def _print_offers(console: Console, offers: Sequence[StudyOffer]) -> None:
+    if not offers:
+        console.print("No imaging studies on offer.")
+        return
+    table = Table(title="Studies on offer")
+    for column in ("community", "date", "description", "instances", "Study Instance UID"):
+        table.add_column(column)
+    for offer in offers:
+        table.add_row(
+            offer.community.name,
+            offer.service_date,
+            offer.description,
+            str(len(offer.locators)),
+            ", ".join(offer.study_instance_uids),
+        )
+    console.print(table)
+
+
+def _final_table(console: Console, lines: dict[HomeCommunityId, CommunityLine]) -> None:
+    table = Table(title="What arrived from where")
+    for column in ("community", "discovery", "studies", "manifests", "images", "size", "retrieve"):
+        table.add_column(column)
+    for line in lines.values():
+        images = f"{line.arrived}/{line.requested}" if line.requested else "-"
+        table.add_row(
+            line.community.name or line.community.home_community_id.oid,
+            line.discover,
+            str(line.studies),
+            line.query,
+            images,
+            _size(line.bytes) if line.bytes else "-",
+            line.retrieve,
+        )
+    console.print(table)
+    for line in lines.values():
+        for problem in line.problems[:20]:
+            console.print(f"  [yellow]{line.community.name}: {problem}")
+        if len(line.problems) > 20:
+            console.print(f"  [yellow]{line.community.name}: … {len(line.problems) - 20} more")
