@@ -18,6 +18,11 @@ import anyio
 import httpx
 from starlette.applications import Starlette
 
+from imagebridge.actors.initiating.client import PartnerClient, PartnerClients
+from imagebridge.actors.initiating.imaging_gateway import (
+    ImagingGatewaySettings,
+    InitiatingImagingGateway,
+)
 from imagebridge.actors.responding.catalog import CatalogSettings, ManifestCatalog
 from imagebridge.actors.responding.imaging_retrieve import (
     BackendFactory,
@@ -32,6 +37,7 @@ from imagebridge.actors.responding.retrieve import CrossGatewayRetrieveResponder
 from imagebridge.config import Config, RepositoryConfig
 from imagebridge.dicom.metadata import ManifestMetadataSettings
 from imagebridge.errors import ConfigError
+from imagebridge.model.directory import Community
 from imagebridge.sources.base import ImageSource
 from imagebridge.sources.dicomweb import DicomWebSource
 from imagebridge.sources.dimse import DimseSource
@@ -111,8 +117,13 @@ def build_gateway(
     store: Store,
     sources: Mapping[str, ImageSource],
     client: SoapClient,
+    partners: PartnerClients | None = None,
 ) -> Gateway:
-    """Wire the responders to *store* and *sources* (no I/O happens here)."""
+    """Wire the responders to *store* and *sources* (no I/O happens here).
+
+    *partners* makes the clients for partner communities (per-partner TLS);
+    without it every partner is reached through *client*.
+    """
     home = config.community.home_community_id
     metadata = ManifestMetadataSettings(
         patient_id_issuer=config.community.patient_id_authority,
@@ -142,14 +153,26 @@ def build_gateway(
     rad69 = ImagingRetrieveResponder(
         archives, ImagingRetrieveSettings(home=home, cross_gateway=False)
     )
+    partner_for = (
+        partners.for_community if partners is not None else partial(_shared_partner, client)
+    )
+    iig = InitiatingImagingGateway(
+        lambda: config.communities, partner_for, ImagingGatewaySettings(home=home)
+    )
     endpoints = [
         SoapEndpoint("/xcpd", {Transaction.ITI_55: xcpd.handle}),
         SoapEndpoint("/xca/query", {Transaction.ITI_38: query.handle}),
         SoapEndpoint("/xca/retrieve", {Transaction.ITI_39: retrieve.handle}),
         SoapEndpoint("/xcai/retrieve", {Transaction.RAD_75: rad75.handle}),
         SoapEndpoint("/ids/retrieve", {Transaction.RAD_69: rad69.handle}),
+        # RAD-69 again: from local consumers, forwarded by community as RAD-75.
+        SoapEndpoint("/iig/retrieve", {Transaction.RAD_69: iig.handle}),
     ]
     return Gateway(config, store, dict(sources), catalog, endpoints)
+
+
+def _shared_partner(client: SoapClient, community: Community) -> PartnerClient:
+    return PartnerClient(community, client)
 
 
 @contextlib.asynccontextmanager
@@ -160,13 +183,15 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         r.unique_id: build_source(r, store) for r in config.repositories if r.source != "ids"
     }
     http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
+    partners = PartnerClients()
     try:
         for repo_id, source in sources.items():
             if isinstance(source, FolderSource):
                 report = await source.sync()
                 log.info("indexed repository %s: %s", repo_id, report)
-        yield build_gateway(config, store, sources, SoapClient(http))
+        yield build_gateway(config, store, sources, SoapClient(http), partners)
     finally:
+        await partners.aclose()
         await http.aclose()
         for source in sources.values():
             with contextlib.suppress(Exception):

@@ -125,6 +125,8 @@ TRANSACTIONS: Final[dict[Transaction, TransactionSpec]] = {
             _RIDS_REQ,
             _RDS_RESP,
             mtom=True,
+            # Also answered at /iig/retrieve: the Initiating Imaging Gateway, which
+            # forwards it by community as RAD-75.
             endpoint="/ids/retrieve",
         ),
         TransactionSpec(

@@ -25,7 +25,7 @@ comparison returns the toolkit's error lines (empty: the assertion passes).
 from __future__ import annotations
 
 import io
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -136,8 +136,22 @@ def _standard(step: Element, name: str) -> Element:
     return body
 
 
-def read_rig_test(test_dir: Path) -> RigTest:
-    """Parse every section of a ``rig_*`` test; unknown transactions or processes raise."""
+def read_rig_test(
+    test_dir: Path,
+    *,
+    request_transaction: str = REQUEST_TRANSACTION,
+    sim_transaction: str = "ret.ids",
+    ignored_steps: tuple[str, ...] = (),
+) -> RigTest:
+    """Parse every section of a ``rig_*`` test; unknown transactions or processes raise.
+
+    The keywords read the Initiating Imaging Gateway tests (``iig_*``) too: their
+    request step is ``ImagingDocSetIigRetrieveTransaction`` and ``sameReqImgs``
+    reads the RAD-75 a RIG simulator received (``xcr.ids``); the
+    :class:`Rad69Check` entries then hold those RAD-75 checks.  Steps whose
+    transaction is in *ignored_steps* are left to the caller.  A ``MetadataFile``
+    missing from its section is looked up in the test root (``rsnaedge-1001``).
+    """
     request_file: Path | None = None
     expected_status = ""
     rad69: list[Rad69Check] = []
@@ -148,12 +162,17 @@ def read_rig_test(test_dir: Path) -> RigTest:
     for section in sections(test_dir):
         plan = etree.parse(str(test_dir / section / "testplan.xml"), parser).getroot()
         for step in plan.iter("TestStep"):
-            request = step.find(REQUEST_TRANSACTION)
+            request = step.find(request_transaction)
             if request is not None:
                 if request_file is not None:
                     raise ValueError(f"{test_dir.name}: more than one request step")
-                request_file = test_dir / section / (request.findtext("MetadataFile") or "").strip()
+                name = (request.findtext("MetadataFile") or "").strip()
+                request_file = test_dir / section / name
+                if not request_file.is_file() and (test_dir / name).is_file():
+                    request_file = test_dir / name
                 expected_status = (step.findtext("ExpectedStatus") or "Success").strip()
+                continue
+            if any(step.find(ignored) is not None for ignored in ignored_steps):
                 continue
             detail = step.find(DETAIL_TRANSACTION)
             if detail is None:
@@ -162,8 +181,10 @@ def read_rig_test(test_dir: Path) -> RigTest:
                 process = assertion.get("process", "")
                 if process == "sameReqImgs":
                     sim = assertion.find("SimTransaction")
-                    if sim is None or sim.get("transaction") != "ret.ids":
-                        raise ValueError(f"{test_dir.name}/{section}: sameReqImgs without ret.ids")
+                    if sim is None or sim.get("transaction") != sim_transaction:
+                        raise ValueError(
+                            f"{test_dir.name}/{section}: sameReqImgs without {sim_transaction}"
+                        )
                     std = assertion.get("std") or "RequestBody"
                     rad69.append(Rad69Check(section, sim.get("id", ""), _standard(step, std)))
                 elif process == "sameRetImgs":
@@ -181,7 +202,7 @@ def read_rig_test(test_dir: Path) -> RigTest:
                 else:
                     raise ValueError(f"{test_dir.name}/{section}: unknown process {process!r}")
     if request_file is None:
-        raise ValueError(f"{test_dir.name}: no {REQUEST_TRANSACTION} step")
+        raise ValueError(f"{test_dir.name}: no {request_transaction} step")
     return RigTest(
         name=test_dir.name,
         request_file=request_file,
@@ -193,12 +214,20 @@ def read_rig_test(test_dir: Path) -> RigTest:
     )
 
 
-def std_image_dir(std_root: Path, test: RigTest, std_dir: str, testkit_dir: Path) -> Path:
+def std_image_dir(
+    std_root: Path,
+    test: RigTest,
+    std_dir: str,
+    testkit_dir: Path,
+    *,
+    twins: Mapping[str, str] = TWINS,
+    read: Callable[[Path], RigTest] = read_rig_test,
+) -> Path:
     """``nist-images/std/<StdDir>``; for a 2018 test whose folder is absent, its twin's."""
     folder = std_root / std_dir
-    if folder.is_dir() or test.name not in TWINS:
+    if folder.is_dir() or test.name not in twins:
         return folder
-    twin = read_rig_test(testkit_dir / TWINS[test.name])
+    twin = read(testkit_dir / twins[test.name])
     (twin_dir,) = {d for check in twin.images for d in check.std_dirs}
     return std_root / twin_dir
 
