@@ -53,7 +53,9 @@ import httpx
 import uvicorn
 
 from imagebridge.actors.initiating.breaker import CircuitBreaker
+from imagebridge.actors.initiating.client import PartnerClient
 from imagebridge.actors.initiating.fanout import FanOutResult, OutcomeStatus, fan_out
+from imagebridge.actors.initiating.workflow import Demographics, discovery_query
 from imagebridge.actors.responding.matching import MatchPolicy
 from imagebridge.actors.responding.patient_discovery import PatientDiscoveryResponder
 from imagebridge.dicom.synthetic import DEMO_ISSUER, study_headers
@@ -61,24 +63,13 @@ from imagebridge.model.directory import Community, CommunityEndpoint, PartnerLim
 from imagebridge.model.ids import HomeCommunityId
 from imagebridge.model.imaging import DicomPatient
 from imagebridge.model.xcpd import (
-    II,
-    Device,
-    ParameterList,
-    PatientDiscoveryQuery,
     PatientDiscoveryResponse,
-    PersonName,
-    QueryByParameter,
     QueryResponseCode,
-    TimeInterval,
 )
 from imagebridge.store import Store
-from imagebridge.transactions import Transaction, spec_of
+from imagebridge.transactions import Transaction
 from imagebridge.transport.client import SoapClient
 from imagebridge.transport.server import SoapEndpoint, soap_app
-from imagebridge.wire.hl7v3.patient_discovery import (
-    parse_patient_discovery_response,
-    render_patient_discovery_query,
-)
 
 BASE_OID = "1.3.6.1.4.1.21367.13.70.5"  # community n is BASE_OID.n
 US = HomeCommunityId("1.3.6.1.4.1.21367.13.70.499")
@@ -195,33 +186,18 @@ def community(n: int, url: str, timeouts: Timeouts) -> Community:
     )
 
 
-def query(receiver: HomeCommunityId) -> PatientDiscoveryQuery:
-    return PatientDiscoveryQuery(
-        message_id=II("2.25.9", "bench-fanout"),
-        creation_time="20260101120000",
-        sender=Device(II(US.oid), US),
-        receiver=Device(II(receiver.oid), receiver),
-        query_by_parameter=QueryByParameter(
-            query_id=II("2.25.9", "bench-fanout-q"),
-            parameters=ParameterList(
-                living_subject_administrative_gender=TARGET.sex,
-                living_subject_birth_time=TimeInterval(TARGET.birth_date),
-                living_subject_names=(PersonName(given=("FANOUT",), family=("BENCH",)),),
-            ),
-        ),
-    )
-
-
 def discover(client: SoapClient) -> Callable[[Community], Awaitable[PatientDiscoveryResponse]]:
-    spec = spec_of(Transaction.ITI_55)
+    """ITI-55 to one community with the initiating side's own client and query builder."""
 
     async def call(c: Community) -> PatientDiscoveryResponse:
-        url = c.url(Transaction.ITI_55) or ""
-        t = c.limits.timeouts
-        payload = render_patient_discovery_query(query(c.home_community_id))
-        timeout = httpx.Timeout(t.read, connect=t.connect)
-        with await client.call(spec, url, payload, timeout=timeout) as reply:
-            return parse_patient_discovery_response(reply.payload)
+        query = discovery_query(
+            Demographics("Bench", "Fanout", TARGET.birth_date, TARGET.sex),
+            US,
+            c.home_community_id,
+            message_root="2.25.9",
+            creation_time="20260101120000",
+        )
+        return await PartnerClient(c, client).discover(query)
 
     return call
 

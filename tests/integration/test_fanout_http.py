@@ -20,30 +20,17 @@ import httpx
 import pytest
 
 from imagebridge.actors.initiating.breaker import CircuitBreaker
+from imagebridge.actors.initiating.client import PartnerClient
 from imagebridge.actors.initiating.fanout import OutcomeStatus, fan_out
+from imagebridge.actors.initiating.workflow import Demographics, discovery_query
 from imagebridge.app import create_app
 from imagebridge.config import config_from_mapping
 from imagebridge.dicom.synthetic import DEMO_PATIENTS, make_study
-from imagebridge.errors import UnknownCommunity
 from imagebridge.model.directory import Community, CommunityEndpoint, PartnerLimits, Timeouts
 from imagebridge.model.ids import HomeCommunityId, PatientId
-from imagebridge.model.xcpd import (
-    II,
-    Device,
-    ParameterList,
-    PatientDiscoveryQuery,
-    PatientDiscoveryResponse,
-    PersonName,
-    QueryByParameter,
-    QueryResponseCode,
-    TimeInterval,
-)
-from imagebridge.transactions import Transaction, spec_of
+from imagebridge.model.xcpd import PatientDiscoveryResponse, QueryResponseCode
+from imagebridge.transactions import Transaction
 from imagebridge.transport.client import SoapClient
-from imagebridge.wire.hl7v3.patient_discovery import (
-    parse_patient_discovery_response,
-    render_patient_discovery_query,
-)
 from tests.http_server import running_server
 
 pytestmark = pytest.mark.anyio
@@ -124,35 +111,16 @@ def _community(n: int, url: str, *, read: float = 60.0, overall: float = 120.0) 
     )
 
 
-def _query(receiver: HomeCommunityId) -> PatientDiscoveryQuery:
-    return PatientDiscoveryQuery(
-        message_id=II("2.25.9", "fanout"),
-        creation_time="20260101120000",
-        sender=Device(II(US.oid), US),
-        receiver=Device(II(receiver.oid), receiver),
-        query_by_parameter=QueryByParameter(
-            query_id=II("2.25.9", "q-fanout"),
-            parameters=ParameterList(
-                living_subject_administrative_gender=ALICE.sex,
-                living_subject_birth_time=TimeInterval(ALICE.birth_date),
-                living_subject_names=(PersonName(given=("Alice",), family=("Demo",)),),
-            ),
-        ),
-    )
-
-
 def _discover(client: SoapClient) -> Callable[[Community], Awaitable[PatientDiscoveryResponse]]:
-    spec = spec_of(Transaction.ITI_55)
-
     async def call(community: Community) -> PatientDiscoveryResponse:
-        url = community.url(Transaction.ITI_55)
-        if url is None:
-            raise UnknownCommunity(f"{community.home_community_id} has no ITI-55 endpoint")
-        limits = community.limits.timeouts
-        payload = render_patient_discovery_query(_query(community.home_community_id))
-        timeout = httpx.Timeout(limits.read, connect=limits.connect)
-        with await client.call(spec, url, payload, timeout=timeout) as reply:
-            return parse_patient_discovery_response(reply.payload)
+        query = discovery_query(
+            Demographics("Demo", "Alice", ALICE.birth_date, ALICE.sex),
+            US,
+            community.home_community_id,
+            message_root="2.25.9",
+            creation_time="20260101120000",
+        )
+        return await PartnerClient(community, client).discover(query)
 
     return call
 

@@ -253,24 +253,13 @@ class PullWorkflow:
         self, demographics: Demographics, receiver: HomeCommunityId
     ) -> PatientDiscoveryQuery:
         """The PRPA_IN201305UV02 for *demographics*, addressed to *receiver*."""
-        home = self._settings.home
-        query_root = "2.25." + str(uuid.UUID(hex=self._new_id()).int)
-        return PatientDiscoveryQuery(
-            message_id=II(query_root, "m"),
+        return discovery_query(
+            demographics,
+            self._settings.home,
+            receiver,
+            message_root="2.25." + str(uuid.UUID(hex=self._new_id()).int),
             creation_time=self._clock().strftime("%Y%m%d%H%M%S"),
-            sender=Device(II(home.oid), home),
-            receiver=Device(II(receiver.oid), receiver),
-            query_by_parameter=QueryByParameter(
-                query_id=II(query_root, "q"),
-                parameters=ParameterList(
-                    living_subject_administrative_gender=_HL7_GENDER[demographics.gender.upper()],
-                    living_subject_birth_time=TimeInterval(demographics.birth_date),
-                    living_subject_names=(
-                        PersonName(given=(demographics.given,), family=(demographics.family,)),
-                    ),
-                ),
-            ),
-            patient_id_assigning_authority=self._settings.patient_id_authority,
+            authority=self._settings.patient_id_authority,
         )
 
     async def discover(
@@ -474,6 +463,36 @@ class PullWorkflow:
             breaker=self._breaker,
         )
         return RetrieveReport(outcome, unroutable)
+
+
+def discovery_query(
+    demographics: Demographics,
+    sender: HomeCommunityId,
+    receiver: HomeCommunityId,
+    *,
+    message_root: str,
+    creation_time: str,
+    authority: str | None = None,
+) -> PatientDiscoveryQuery:
+    """Cross Gateway Patient Discovery [ITI-55], Initiating Gateway: the query for
+    *demographics* from *sender* to *receiver* (ids under *message_root*)."""
+    return PatientDiscoveryQuery(
+        message_id=II(message_root, "m"),
+        creation_time=creation_time,
+        sender=Device(II(sender.oid), sender),
+        receiver=Device(II(receiver.oid), receiver),
+        query_by_parameter=QueryByParameter(
+            query_id=II(message_root, "q"),
+            parameters=ParameterList(
+                living_subject_administrative_gender=_HL7_GENDER[demographics.gender.upper()],
+                living_subject_birth_time=TimeInterval(demographics.birth_date),
+                living_subject_names=(
+                    PersonName(given=(demographics.given,), family=(demographics.family,)),
+                ),
+            ),
+        ),
+        patient_id_assigning_authority=authority,
+    )
 
 
 def offer_home(offers: Sequence[StudyOffer]) -> HomeCommunityId:
