@@ -320,12 +320,16 @@ class PullWorkflow:
         """Cross Gateway Query [ITI-38] for KOS manifests and Cross Gateway Retrieve [ITI-39]
         of them, Initiating Gateway, per community of the matches."""
         by_community: dict[HomeCommunityId, tuple[Community, list[PatientId]]] = {}
+        problems: list[str] = []
         for match in matches:
             target = self._query_target(match)
+            if match.health_data_locator and target.url(Transaction.ITI_38) is None:
+                # A record locator that holds no documents: its answer was the locations.
+                problems.append(f"{target.name}: Health Data Locator only (no ITI-38 endpoint)")
+                continue
             entry = by_community.setdefault(target.home_community_id, (target, []))
             if match.patient.patient_id not in entry[1]:
                 entry[1].append(match.patient.patient_id)
-        problems: list[str] = []
 
         async def call(community: Community) -> list[StudyOffer]:
             offers: list[StudyOffer] = []
