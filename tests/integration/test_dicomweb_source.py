@@ -15,6 +15,7 @@ from imagebridge.dicom.headers import read_instance_header
 from imagebridge.dicom.synthetic import DEMO_ISSUER, SyntheticStudy, make_study
 from imagebridge.errors import InstanceNotFound, SourceProtocolError, SourceUnavailable
 from imagebridge.model.imaging import DicomPatient, InstanceHeader
+from imagebridge.sources import dicomweb
 from imagebridge.sources.base import ImageSource
 from imagebridge.sources.dicomweb import DicomWebSource
 from tests.http_server import running_server
@@ -350,3 +351,28 @@ async def test_read_instance_streams_a_large_instance_in_bounded_memory(
         assert digest.hexdigest() == hashlib.file_digest(fp, "sha256").hexdigest()
     assert peak < size // 10, f"peak traced memory {peak} bytes for a {size}-byte instance"
     orthanc.delete_instance(header.sop_instance_uid)
+
+
+async def test_read_series_gives_each_stored_part_with_its_identity(
+    source: DicomWebSource, orthanc: OrthancServer, loaded: Loaded, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dicomweb, "PART_IN_MEMORY", 64 * 1024)  # some parts go to a file
+    expected = {
+        h.sop_instance_uid: (h, path)
+        for path in loaded.bob_ct.files
+        for h in (read_instance_header(path),)
+    }
+    first = next(iter(expected.values()))[0]
+    seen: dict[str, bytes] = {}
+    async for sop, syntax, body in source.read_series(
+        first.study.study_instance_uid, first.series.series_instance_uid
+    ):
+        header, path = expected[sop]
+        assert syntax == header.transfer_syntax_uid
+        if isinstance(body, bytes):
+            seen[sop] = body
+        else:
+            with body:
+                seen[sop] = body.read()
+        assert seen[sop] == path.read_bytes() == orthanc.stored_file(sop)
+    assert seen.keys() == expected.keys()

@@ -39,7 +39,7 @@ from urllib.parse import quote
 import httpx
 
 from imagebridge.dicom.dicom_json import instance_header_from_json, study_summary_from_json
-from imagebridge.dicom.headers import stored_identity
+from imagebridge.dicom.headers import identity_of
 from imagebridge.dicom.query import StudySummary, is_single_value
 from imagebridge.errors import (
     DicomError,
@@ -66,6 +66,7 @@ from imagebridge.wire.multipart_related import (
     boundary_of,
     encode_multipart_related,
     iter_multipart,
+    iter_parts,
     multipart_related_content_type,
 )
 
@@ -75,6 +76,8 @@ DICOM_JSON: Final = "application/dicom+json"
 INSTANCE_ACCEPT: Final = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 _JSON_TYPES: Final = frozenset({DICOM_JSON, "application/json"})
 _UNAVAILABLE_STATUS: Final = frozenset({401, 403, 408, 429})
+PART_IN_MEMORY: Final = 2 << 20
+"""A series part up to this size stays in memory; a larger one goes to a temporary file."""
 
 
 class DicomWebSource:
@@ -199,13 +202,14 @@ class DicomWebSource:
 
     async def read_series(
         self, study_instance_uid: str, series_instance_uid: str
-    ) -> AsyncIterator[tuple[str, str, BinaryIO]]:
+    ) -> AsyncIterator[tuple[str, str, bytes | BinaryIO]]:
         """WADO-RS retrieve of a whole series in one request, instance by instance.
 
-        Yields ``(SOP Instance UID, transfer syntax, spool)`` for each part as it
-        arrives; the spool (a temporary file, in memory up to 1 MiB) belongs to
-        the caller, who must close it.  Parts that are not DICOM raise
-        :class:`SourceProtocolError`.
+        Yields ``(SOP Instance UID, transfer syntax, body)`` for each part once it
+        is complete: ``bytes`` up to :data:`PART_IN_MEMORY`, else a temporary
+        file the caller must close.  The identity is read by a direct element
+        scan (pydicom only when the scan cannot settle it); parts that are not
+        DICOM raise :class:`SourceProtocolError`.
         """
         uids = (study_instance_uid, series_instance_uid)
         if not all(is_single_value(u) for u in uids):
@@ -217,33 +221,25 @@ class DicomWebSource:
         ) as response:
             if response.status_code == 404:
                 raise InstanceNotFound(f"the DICOMweb archive at {self._where} has no such series")
-            spool: BinaryIO | None = None
             try:
                 boundary = boundary_of(response.headers.get("content-type", ""))
-                async for event in iter_multipart(response.aiter_bytes(), boundary):
-                    if isinstance(event, PartStart):
-                        spool = _new_spool()
-                    elif isinstance(event, bytes):
-                        if spool is not None:
-                            spool.write(event)
-                    elif spool is not None:
-                        part, spool = spool, None
-                        part.seek(0)
-                        try:
-                            sop, syntax = stored_identity(part)
-                        except NotDicom as exc:
-                            part.close()
-                            raise SourceProtocolError(
-                                f"{what} at {self._where} answered a part that is not DICOM"
-                            ) from exc
-                        yield sop, syntax, part
+                parts = iter_parts(
+                    response.aiter_bytes(), boundary, in_memory=PART_IN_MEMORY, spill=_spill
+                )
+                async for _, body in parts:
+                    try:
+                        sop, syntax = identity_of(body)
+                    except NotDicom as exc:
+                        if not isinstance(body, bytes):
+                            body.close()
+                        raise SourceProtocolError(
+                            f"{what} at {self._where} answered a part that is not DICOM"
+                        ) from exc
+                    yield sop, syntax, body
             except MimeError as exc:
                 raise SourceProtocolError(
                     f"{what} at {self._where} answered a malformed multipart body: {exc.message}"
                 ) from exc
-            finally:
-                if spool is not None:
-                    spool.close()
 
     async def store_instances(self, instances: Sequence[InstanceBody]) -> StoreOutcome:
         """STOW-RS: send Part-10 instances in one streamed multipart request."""
@@ -410,8 +406,8 @@ class DicomWebSource:
         return count
 
 
-def _new_spool() -> BinaryIO:
-    return cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=1 << 20))
+def _spill() -> BinaryIO:
+    return cast(BinaryIO, tempfile.TemporaryFile())
 
 
 def _segment(uid: str) -> str:

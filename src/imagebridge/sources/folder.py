@@ -406,6 +406,34 @@ class FolderSource:
             while chunk := await stream.read(CHUNK_SIZE):
                 yield chunk
 
+    async def read_whole(
+        self, locations: Sequence[InstanceLocation]
+    ) -> list[bytes | ImageBridgeError]:
+        """The bytes of several small representations, read in one worker-thread trip.
+
+        One entry per location, in order: the file's bytes, or the error
+        :meth:`read_location` would raise for it.  Meant for files up to
+        :data:`WHOLE_READ_LIMIT`; the caller bounds the total.
+        """
+        return await anyio.to_thread.run_sync(self._read_whole, locations)
+
+    def _read_whole(self, locations: Sequence[InstanceLocation]) -> list[bytes | ImageBridgeError]:
+        out: list[bytes | ImageBridgeError] = []
+        for location in locations:
+            if location.path is None or location.repository_unique_id != self._repository_unique_id:
+                out.append(
+                    InstanceNotFound(
+                        f"repository {self._repository_unique_id} has no file for instance "
+                        f"{location.sop_instance_uid}"
+                    )
+                )
+                continue
+            try:
+                out.append((self._root / location.path).read_bytes())
+            except OSError as exc:
+                out.append(self._vanished(location.sop_instance_uid, exc))
+        return out
+
     def _vanished(self, sop_instance_uid: str, exc: OSError) -> SourceUnavailable:
         logger.debug("cannot read the file of %s: %s", sop_instance_uid, exc)
         return SourceUnavailable(

@@ -99,8 +99,15 @@ async def _encode_root_last(
         head = framing.part_head(attachment)
         yield head[2:] if first else head  # no CRLF before the very first delimiter
         first = False
-        async for chunk in nonempty_chunks(attachment.body):
-            yield chunk
+        body = attachment.body
+        if isinstance(body, AsyncIterable):  # iterated directly: one generator less per chunk
+            async for chunk in body:
+                if chunk:
+                    yield chunk
+        else:
+            for chunk in body:
+                if chunk:
+                    yield chunk
     yield framing.root_head if first else b"\r\n" + framing.root_head
     envelope = await root()
     if envelope:

@@ -5,20 +5,23 @@
   ``bytes`` chunks, then :class:`PartEnd`.  It drives the incremental
   :class:`~imagebridge.wire.mime.MultipartParser`, so memory stays bounded by
   the chunk size whatever the size of a part.
+* :func:`iter_parts` gives whole parts instead: each body as one ``bytes``
+  up to a size, in a spill file (made by the caller) beyond it.
 * :func:`encode_multipart_related` yields a STOW-RS request body, part by
   part; bodies pass through untouched and are never joined.
   :func:`multipart_related_content_type` gives the matching ``Content-Type``.
 
-Pure: no sockets or files; the boundary is a parameter (the caller picks one
-that cannot occur in the bodies, a random UUID).
+Pure: no sockets, and files only through the caller's spill factory; the
+boundary is a parameter (the caller picks one that cannot occur in the
+bodies, a random UUID).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
-from typing import Final
+from typing import BinaryIO, Final
 
 from imagebridge.errors import MimeMalformed
 from imagebridge.wire.chunks import each, nonempty_chunks
@@ -66,7 +69,11 @@ class _Events:
         self.queue.append(PartStart(headers))
 
     def part_data(self, data: memoryview) -> None:
-        self.queue.append(bytes(data))
+        whole = data.obj
+        if type(whole) is bytes and data.nbytes == len(whole):
+            self.queue.append(whole)  # the slice is the whole chunk: no copy
+        else:
+            self.queue.append(bytes(data))
 
     def end_part(self) -> None:
         self.queue.append(_END)
@@ -92,6 +99,75 @@ async def iter_multipart(
             for event in pending:
                 yield event
     parser.close()
+
+
+async def iter_parts(
+    chunks: AsyncIterable[bytes],
+    boundary: str,
+    *,
+    in_memory: int,
+    spill: Callable[[], BinaryIO],
+    max_header_bytes: int = 16 * 1024,
+) -> AsyncIterator[tuple[PartHeaders, bytes | BinaryIO]]:
+    """multipart/related reader: each complete part with its headers, in stream order.
+
+    A body of up to *in_memory* bytes comes as one ``bytes``; a larger one is
+    written to the file *spill* makes and handed over rewound (the caller
+    closes it).  So memory stays bounded by *in_memory* per part.  Raises as
+    :func:`iter_multipart` does; a part cut short is closed, never yielded.
+    """
+    part = _Collected(in_memory, spill)
+    headers = PartHeaders()
+    try:
+        async for event in iter_multipart(chunks, boundary, max_header_bytes=max_header_bytes):
+            if type(event) is bytes:
+                part.add(event)
+            elif isinstance(event, PartStart):
+                part.close()
+                headers = event.headers
+            else:
+                yield headers, part.take()
+    finally:
+        part.close()
+
+
+class _Collected:
+    """The body of the part being read: chunks in memory, a spill file past the limit."""
+
+    __slots__ = ("_chunks", "_file", "_in_memory", "_size", "_spill")
+
+    def __init__(self, in_memory: int, spill: Callable[[], BinaryIO]) -> None:
+        self._in_memory = in_memory
+        self._spill = spill
+        self._chunks: list[bytes] = []
+        self._size = 0
+        self._file: BinaryIO | None = None
+
+    def add(self, chunk: bytes) -> None:
+        if self._file is not None:
+            self._file.write(chunk)
+            return
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        if self._size > self._in_memory:
+            self._file = self._spill()
+            self._file.writelines(self._chunks)
+            self._chunks = []
+
+    def take(self) -> bytes | BinaryIO:
+        """The complete body; the collector is then empty again."""
+        file, self._file = self._file, None
+        chunks, self._chunks, self._size = self._chunks, [], 0
+        if file is not None:
+            file.seek(0)
+            return file
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._chunks, self._size = [], 0
 
 
 def multipart_related_content_type(boundary: str, part_type: str) -> str:

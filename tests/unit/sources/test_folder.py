@@ -319,3 +319,21 @@ async def test_file_overwritten_with_another_instance(archive: Path, store: Stor
     study = store.study(lost.study.study_instance_uid)
     assert study is not None and study.number_of_instances == 1
     assert store.indexed_files(REPO)["bob-cr/series-001/00001.dcm"].result is FileResult.DUPLICATE
+
+
+@pytest.mark.anyio
+async def test_read_whole_reads_several_files_and_reports_each_failure(
+    archive: Path, store: Store
+) -> None:
+    source = FolderSource(REPO, archive, store)
+    await source.sync()
+    paths = sorted((archive / "alice-mr" / "series-002").glob("*.dcm"))[:3]
+    sops = [read_instance_header(p).sop_instance_uid for p in paths]
+    locations = [store.instance_locations(sop, REPO)[0] for sop in sops]
+    paths[1].unlink()
+    read = await source.read_whole(locations)
+    assert read[0] == paths[0].read_bytes()
+    assert isinstance(read[1], SourceUnavailable)
+    assert read[2] == paths[2].read_bytes()
+    other = FolderSource("1.2.3.4.5", archive, store)
+    assert isinstance((await other.read_whole(locations[:1]))[0], InstanceNotFound)

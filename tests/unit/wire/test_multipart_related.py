@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import BinaryIO, cast
 
 import pytest
 
@@ -14,6 +16,7 @@ from imagebridge.wire.multipart_related import (
     boundary_of,
     encode_multipart_related,
     iter_multipart,
+    iter_parts,
     multipart_related_content_type,
 )
 
@@ -107,3 +110,57 @@ async def test_a_large_part_comes_out_in_chunks() -> None:
             sizes.append(len(event))
     assert sum(sizes) == len(payload)
     assert max(sizes) <= 65536
+
+
+def _spill_into(files: list[io.BytesIO]) -> Callable[[], BinaryIO]:
+    def spill() -> BinaryIO:
+        files.append(io.BytesIO())
+        return cast(BinaryIO, files[-1])
+
+    return spill
+
+
+async def test_iter_parts_gives_small_bodies_whole_and_spills_large_ones() -> None:
+    small, large = bytes(range(256)) * 3, bytes(range(256)) * 40
+    boundary = "b0a1"
+    body = await _gather(
+        encode_multipart_related(
+            [[small], [large], [b""]], boundary=boundary, part_type="application/dicom"
+        )
+    )
+    files: list[io.BytesIO] = []
+    parts = iter_parts(_chunks(body, 3), boundary, in_memory=4096, spill=_spill_into(files))
+    got = [(headers.content_type, part) async for headers, part in parts]
+    assert [t for t, _ in got] == ["application/dicom"] * 3
+    assert got[0][1] == small and got[2][1] == b""
+    spilled = got[1][1]
+    assert not isinstance(spilled, bytes) and spilled.read() == large
+    assert len(files) == 1
+
+
+async def test_iter_parts_closes_the_spill_of_a_part_cut_short() -> None:
+    boundary = "b0a1"
+    body = await _gather(
+        encode_multipart_related([[b"x" * 9000]], boundary=boundary, part_type="application/dicom")
+    )
+    files: list[io.BytesIO] = []
+    with pytest.raises(MimeTruncated):
+        async for _ in iter_parts(
+            _chunks(body[:5000], 4), boundary, in_memory=1000, spill=_spill_into(files)
+        ):
+            pass
+    assert len(files) == 1 and files[0].closed
+
+
+async def test_whole_chunks_of_body_pass_without_a_copy() -> None:
+    boundary = "b0a1"
+    head = b"--b0a1\r\nContent-Type: application/dicom\r\n\r\n"
+    middle = bytes(range(200)) * 100
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield head
+        yield middle
+        yield b"\r\n--b0a1--\r\n"
+
+    data = [e async for e in iter_multipart(chunks(), boundary) if isinstance(e, bytes)]
+    assert data == [middle] and data[0] is middle

@@ -15,6 +15,7 @@ instance, never half an instance.
 
 from __future__ import annotations
 
+import io
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -41,7 +42,7 @@ from imagebridge.model.outcome import RegistryError, Severity
 from imagebridge.model.retrieve import XopInclude, imaging_request_for
 from imagebridge.sources.base import ImageSource
 from imagebridge.sources.dicomweb import DicomWebSource
-from imagebridge.sources.folder import FolderSource
+from imagebridge.sources.folder import WHOLE_READ_LIMIT, FolderSource
 from imagebridge.store import Store
 from imagebridge.transactions import Transaction, spec_of
 from imagebridge.transport.client import SoapClient
@@ -58,6 +59,8 @@ LOOKUP_BATCH = 200
 PACS_PARALLEL = 4
 SERIES_BULK_MIN = 4
 """From this many requested instances of one series, a DICOMweb archive is asked once."""
+READ_AHEAD = 4 * 1024 * 1024
+"""Small folder files are read together, up to about this many bytes per thread trip."""
 
 
 @dataclass(slots=True)
@@ -105,6 +108,18 @@ def _by_series(
     for loc in locators:
         groups.setdefault((loc.study_instance_uid, loc.series_instance_uid), []).append(loc)
     return groups
+
+
+def _held(
+    locator: ImagingDocumentLocator, locations: Sequence[InstanceLocation]
+) -> list[InstanceLocation]:
+    """The representations that belong to the requested study and series."""
+    return [
+        loc
+        for loc in locations
+        if loc.study_instance_uid == locator.study_instance_uid
+        and loc.series_instance_uid == locator.series_instance_uid
+    ]
 
 
 def _spool() -> BinaryIO:
@@ -208,29 +223,107 @@ class ArchiveImagingSource:
         self, locators: Sequence[ImagingDocumentLocator], transfer_syntaxes: Sequence[str]
     ) -> AsyncIterator[RetrieveOutcome]:
         repo = self._source.repository_unique_id
+        if isinstance(self._source, DicomWebSource):
+            # A series asked for in bulk is fetched once, whatever the lookup batches.
+            singles: list[ImagingDocumentLocator] = []
+            for (study, series), group in _by_series(locators).items():
+                if len(group) >= SERIES_BULK_MIN:
+                    async for outcome in self._series(study, series, group, transfer_syntaxes):
+                        yield outcome
+                else:
+                    singles.extend(group)
+            locators = singles
         for start in range(0, len(locators), LOOKUP_BATCH):
             batch = locators[start : start + LOOKUP_BATCH]
             found = await anyio.to_thread.run_sync(
                 self._store.instance_locations_many, [loc.sop_instance_uid for loc in batch], repo
             )
             if isinstance(self._source, FolderSource):
-                for locator in batch:
-                    yield await self._one(
-                        locator, found.get(locator.sop_instance_uid, []), transfer_syntaxes
-                    )
+                async for outcome in self._folder(self._source, batch, found, transfer_syntaxes):
+                    yield outcome
                 continue
-            singles: list[ImagingDocumentLocator] = []
-            for (study, series), group in _by_series(batch).items():
-                if isinstance(self._source, DicomWebSource) and len(group) >= SERIES_BULK_MIN:
-                    async for outcome in self._series(study, series, group, transfer_syntaxes):
-                        yield outcome
-                else:
-                    singles.extend(group)
+            singles = list(batch)
             # A PACS answers one instance per request: keep a few requests in flight.
             for window in range(0, len(singles), PACS_PARALLEL):
                 chunk = singles[window : window + PACS_PARALLEL]
                 for result in await self._several(chunk, found, transfer_syntaxes):
                     yield result
+
+    async def _folder(
+        self,
+        source: FolderSource,
+        locators: Sequence[ImagingDocumentLocator],
+        found: dict[str, list[InstanceLocation]],
+        transfer_syntaxes: Sequence[str],
+    ) -> AsyncIterator[RetrieveOutcome]:
+        """Instances of a folder: small files sent as stored are read several per thread trip."""
+        pending: list[tuple[ImagingDocumentLocator, InstanceLocation, str]] = []
+        size = 0
+        for locator in locators:
+            locations = found.get(locator.sop_instance_uid, [])
+            stored = self._stored_small(locator, locations, transfer_syntaxes)
+            if stored is None:
+                yield await self._one(locator, locations, transfer_syntaxes)
+                continue
+            pending.append((locator, *stored))
+            size += stored[0].file_size or 0
+            if size >= READ_AHEAD or len(pending) >= LOOKUP_BATCH:
+                for outcome in await self._read_pending(source, pending):
+                    yield outcome
+                pending, size = [], 0
+        for outcome in await self._read_pending(source, pending):
+            yield outcome
+
+    def _stored_small(
+        self,
+        locator: ImagingDocumentLocator,
+        locations: Sequence[InstanceLocation],
+        transfer_syntaxes: Sequence[str],
+    ) -> tuple[InstanceLocation, str] | None:
+        """The small file to send as stored, or None when :meth:`_one` must decide."""
+        held = _held(locator, locations)
+        if not held:
+            return None
+        choice = choose_representation(
+            [loc.transfer_syntax_uid for loc in held],
+            transfer_syntaxes,
+            decodable=self._decodable,
+            sop_instance_uid=locator.sop_instance_uid,
+        )
+        if not isinstance(choice, SendStored):
+            return None
+        chosen = next(loc for loc in held if loc.transfer_syntax_uid == choice.transfer_syntax)
+        if chosen.file_size is None or chosen.file_size > WHOLE_READ_LIMIT:
+            return None
+        return chosen, choice.transfer_syntax
+
+    async def _read_pending(
+        self,
+        source: FolderSource,
+        pending: Sequence[tuple[ImagingDocumentLocator, InstanceLocation, str]],
+    ) -> list[RetrieveOutcome]:
+        if not pending:
+            return []
+        read = await source.read_whole([location for _, location, _ in pending])
+        outcomes: list[RetrieveOutcome] = []
+        for (locator, _, syntax), data in zip(pending, read, strict=True):
+            if isinstance(data, bytes):
+                outcomes.append(RetrievedInstance(locator, syntax, InstanceBody(data)))
+            else:
+                outcomes.append(self._fetch_error(locator, data))
+        return outcomes
+
+    def _fetch_error(self, locator: ImagingDocumentLocator, exc: ImageBridgeError) -> RegistryError:
+        log.info("instance fetch failed in %s: %s", self._source.repository_unique_id, exc.message)
+        code = (
+            v.XDS_DOCUMENT_UNIQUE_ID_ERROR
+            if isinstance(exc, InstanceNotFound)
+            # An archive failing during a retrieve is a repository error here.
+            else v.XDS_REPOSITORY_ERROR
+        )
+        return _error(
+            code, f"SOP Instance {locator.sop_instance_uid}: {exc.message}", self._location
+        )
 
     async def _series(
         self,
@@ -244,11 +337,13 @@ class ArchiveImagingSource:
             return
         wanted = {loc.sop_instance_uid: loc for loc in locators}
         try:
-            async for sop, syntax, spool in self._source.read_series(study, series):
+            async for sop, syntax, body in self._source.read_series(study, series):
                 locator = wanted.pop(sop, None)
                 if locator is None:
-                    spool.close()  # an instance of the series nobody asked for
+                    if not isinstance(body, bytes):
+                        body.close()  # an instance of the series nobody asked for
                     continue
+                spool = io.BytesIO(body) if isinstance(body, bytes) else body
                 yield await self._decided(locator, syntax, spool, transfer_syntaxes)
         except ImageBridgeError as exc:
             log.info(
@@ -295,6 +390,10 @@ class ArchiveImagingSource:
                     f"SOP Instance {locator.sop_instance_uid}: {exc.message}",
                     self._location,
                 )
+        if isinstance(spool, io.BytesIO):  # received whole in memory: send it as it is
+            return RetrievedInstance(
+                locator, decided.transfer_syntax, InstanceBody(spool.getvalue())
+            )
         return RetrievedInstance(locator, decided.transfer_syntax, InstanceBody(spool=spool))
 
     async def _several(
@@ -322,12 +421,7 @@ class ArchiveImagingSource:
         transfer_syntaxes: Sequence[str],
     ) -> RetrieveOutcome:
         repo = self._source.repository_unique_id
-        held = [
-            loc
-            for loc in locations
-            if loc.study_instance_uid == locator.study_instance_uid
-            and loc.series_instance_uid == locator.series_instance_uid
-        ]
+        held = _held(locator, locations)
         if not held:
             return _error(
                 v.XDS_DOCUMENT_UNIQUE_ID_ERROR,
@@ -360,16 +454,7 @@ class ArchiveImagingSource:
             actual = await anyio.to_thread.run_sync(_transfer_syntax_of, spool)
             return await self._decided(locator, actual, spool, transfer_syntaxes)
         except ImageBridgeError as exc:
-            log.info("instance fetch failed in %s: %s", repo, exc.message)
-            code = (
-                v.XDS_DOCUMENT_UNIQUE_ID_ERROR
-                if isinstance(exc, InstanceNotFound)
-                # An archive failing during a retrieve is a repository error here.
-                else v.XDS_REPOSITORY_ERROR
-            )
-            return _error(
-                code, f"SOP Instance {locator.sop_instance_uid}: {exc.message}", self._location
-            )
+            return self._fetch_error(locator, exc)
 
     async def _transcoded(
         self, locator: ImagingDocumentLocator, spool: BinaryIO, target: str
