@@ -188,13 +188,14 @@ async def _retrieve(
         TransferSpeedColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        tasks: dict[HomeCommunityId, TaskID] = {}
+        tasks: dict[tuple[HomeCommunityId, str], TaskID] = {}
 
-        def part_sink(community: Community) -> PartSink:
-            hcid = community.home_community_id
-            if hcid not in tasks:
-                tasks[hcid] = progress.add_task(f"RAD-75 {community.name}", total=None)
-            return _CountingSink(sink.part_sink(), progress, tasks[hcid])
+        def part_sink(community: Community, offer: StudyOffer) -> PartSink:
+            key = (community.home_community_id, offer.entry.unique_id)
+            if key not in tasks:
+                label = f"{community.name}: {offer.service_date} {offer.description}".strip()
+                tasks[key] = progress.add_task(label, total=None)
+            return _CountingSink(sink.part_sink(), progress, tasks[key])
 
         report = await flow.retrieve(chosen, part_sink)
         try:
@@ -205,22 +206,34 @@ async def _retrieve(
                 line.problems.append(why)
             for outcome in report.outcomes.outcomes:
                 line = lines.setdefault(outcome.home_community_id, CommunityLine(outcome.community))
-                receipt = outcome.value
-                if receipt is None:
+                if outcome.value is None:
+                    line.requested += sum(
+                        len(o.locators) for o in chosen if _routed_to(flow, o, outcome.community)
+                    )
                     continue
-                line.requested += receipt.requested
-                stored = sink.store(receipt.result, [x for o in receipt.offers for x in o.locators])
-                line.arrived += len(stored.paths)
-                line.bytes += stored.bytes
-                line.problems.extend(
-                    f"{e.error_code}: {e.code_context}" for e in receipt.result.errors
-                )
-                for task in tasks.values():
-                    progress.update(task, total=progress.tasks[task].completed)
+                for receipt in outcome.value:
+                    line.requested += receipt.requested
+                    stored = sink.store(receipt.result, receipt.offer.locators)
+                    line.arrived += len(stored.paths)
+                    line.bytes += stored.bytes
+                    if receipt.failure is not None:
+                        line.problems.append(
+                            f"study {receipt.offer.description}: {receipt.failure}"
+                        )
+                    line.problems.extend(
+                        f"{e.error_code}: {e.code_context}" for e in receipt.result.errors
+                    )
+            for task in tasks.values():
+                progress.update(task, total=progress.tasks[task].completed)
         finally:
             report.close()
     incomplete = any(line.arrived < line.requested for line in lines.values())
     return 1 if incomplete or _any_failed(lines) else 0
+
+
+def _routed_to(flow: PullWorkflow, offer: StudyOffer, community: Community) -> bool:
+    target = flow.imaging_community(offer)
+    return target is not None and target.home_community_id == community.home_community_id
 
 
 def _choose(offers: Sequence[StudyOffer], studies: Sequence[str]) -> list[StudyOffer]:

@@ -23,7 +23,7 @@ from functools import partial
 from typing import Final
 
 from imagebridge.actors.initiating.breaker import CircuitBreaker
-from imagebridge.actors.initiating.client import PartnerClients, RetrieveResult
+from imagebridge.actors.initiating.client import PartnerClient, PartnerClients, RetrieveResult
 from imagebridge.actors.initiating.fanout import (
     CommunityOutcome,
     FanOutResult,
@@ -167,15 +167,20 @@ class StudyOffer:
 
 @dataclass(slots=True)
 class StudyReceipt:
-    """What arrived for the studies of one imaging community."""
+    """What arrived for one study from its imaging community (one RAD-75, maybe batched).
+
+    ``failure`` is set when the study's retrieve failed as a whole; ``result``
+    is then empty.
+    """
 
     community: Community
-    offers: tuple[StudyOffer, ...]
+    offer: StudyOffer
     result: RetrieveResult
+    failure: ImageBridgeError | None = None
 
     @property
     def requested(self) -> int:
-        return sum(len(o.locators) for o in self.offers)
+        return len(self.offer.locators)
 
 
 @dataclass(slots=True)
@@ -201,11 +206,16 @@ class StudiesReport:
 class RetrieveReport:
     """Phase 3: per imaging community, its RAD-75 outcome; unknown communities listed."""
 
-    outcomes: FanOutResult[StudyReceipt]
+    outcomes: FanOutResult[list[StudyReceipt]]
     unroutable: list[tuple[StudyOffer, str]] = field(default_factory=list)
 
+    @property
+    def receipts(self) -> list[StudyReceipt]:
+        """Every study's receipt, community by community, in request order."""
+        return [r for receipts in self.outcomes.values() for r in receipts]
+
     def close(self) -> None:
-        for receipt in self.outcomes.values():
+        for receipt in self.receipts:
             receipt.result.close()
 
 
@@ -428,13 +438,16 @@ class PullWorkflow:
     async def retrieve(
         self,
         offers: Sequence[StudyOffer],
-        sink: Callable[[Community], PartSink] | None = None,
+        sink: Callable[[Community, StudyOffer], PartSink] | None = None,
     ) -> RetrieveReport:
         """Cross Gateway Retrieve Imaging Document Set [RAD-75], Initiating Imaging Gateway:
-        one fan-out over the imaging communities of *offers*.
+        one fan-out over the imaging communities of *offers*, one study after the other
+        within a community.
 
-        Each reply's parts go, as they arrive, to ``sink(community)`` (one sink
-        per exchange; None: spool to the temporary directory).
+        Each reply's parts go, as they arrive, to ``sink(community, study)`` (one
+        sink per exchange; None: spool to the temporary directory).  A study that
+        fails does not stop the community's next one; a community all of whose
+        studies fail ends with that failure as its status.
         """
         groups: dict[HomeCommunityId, tuple[Community, list[StudyOffer]]] = {}
         unroutable: list[tuple[StudyOffer, str]] = []
@@ -447,17 +460,20 @@ class PullWorkflow:
                 continue
             groups.setdefault(target.home_community_id, (target, []))[1].append(offer)
 
-        async def call(community: Community) -> StudyReceipt:
-            chosen = tuple(groups[community.home_community_id][1])
-            locators = [loc for offer in chosen for loc in offer.locators]
-            request = imaging_request_for(
-                locators, offer_home(chosen), self._settings.transfer_syntaxes
-            )
+        async def call(community: Community) -> list[StudyReceipt]:
             client = self._clients.for_community(community)
-            result = await client.retrieve_images(
-                request, None if sink is None else partial(sink, community)
-            )
-            return StudyReceipt(community, chosen, result)
+            receipts: list[StudyReceipt] = []
+            try:
+                for offer in groups[community.home_community_id][1]:
+                    receipts.append(await self._retrieve_study(client, community, offer, sink))
+            except BaseException:
+                for receipt in receipts:
+                    receipt.result.close()
+                raise
+            first = receipts[0].failure if receipts else None
+            if first is not None and all(r.failure is not None for r in receipts):
+                raise first
+            return receipts
 
         outcome = await fan_out(
             [c for c, _ in groups.values()],
@@ -467,6 +483,25 @@ class PullWorkflow:
             breaker=self._breaker,
         )
         return RetrieveReport(outcome, unroutable)
+
+    async def _retrieve_study(
+        self,
+        client: PartnerClient,
+        community: Community,
+        offer: StudyOffer,
+        sink: Callable[[Community, StudyOffer], PartSink] | None,
+    ) -> StudyReceipt:
+        request = imaging_request_for(
+            offer.locators, offer.imaging_home, self._settings.transfer_syntaxes
+        )
+        try:
+            result = await client.retrieve_images(
+                request, None if sink is None else partial(sink, community, offer)
+            )
+        except ImageBridgeError as exc:
+            log.warning("RAD-75 of one study from %s failed: %s", community.name, exc)
+            return StudyReceipt(community, offer, RetrieveResult(), exc)
+        return StudyReceipt(community, offer, result)
 
 
 def discovery_query(
@@ -497,11 +532,6 @@ def discovery_query(
         ),
         patient_id_assigning_authority=authority,
     )
-
-
-def offer_home(offers: Sequence[StudyOffer]) -> HomeCommunityId:
-    """The HomeCommunityId of a RAD-75 request for *offers* (all share one imaging home)."""
-    return offers[0].imaging_home
 
 
 def _is_kos(entry: DocumentEntry) -> bool:
