@@ -45,11 +45,11 @@ class FolderSink:
         self.incoming = self.root / INCOMING
         self.incoming.mkdir(parents=True, exist_ok=True)
 
-    def part_sink(self, community: object = None) -> PartSink:
+    def part_sink(self, *_: object) -> PartSink:
         """A sink for one RAD-75 reply: parts spool into the destination's file system.
 
-        *community* is accepted (and ignored) so the method fits
-        :meth:`PullWorkflow.retrieve`'s per-community sink parameter.
+        Any arguments (community, study) are accepted and ignored so the method
+        fits :meth:`PullWorkflow.retrieve`'s sink parameter.
         """
         return SpoolingSink(threshold=SPOOL_THRESHOLD, directory=self.incoming)
 
