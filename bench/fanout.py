@@ -55,7 +55,7 @@ import uvicorn
 from imagebridge.actors.initiating.breaker import CircuitBreaker
 from imagebridge.actors.initiating.client import PartnerClient
 from imagebridge.actors.initiating.fanout import FanOutResult, OutcomeStatus, fan_out
-from imagebridge.actors.initiating.workflow import Demographics, discovery_query
+from imagebridge.actors.initiating.pull import Demographics, discovery_query
 from imagebridge.actors.responding.matching import MatchPolicy
 from imagebridge.actors.responding.patient_discovery import PatientDiscoveryResponder
 from imagebridge.dicom.synthetic import DEMO_ISSUER, study_headers

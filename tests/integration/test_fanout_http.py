@@ -22,7 +22,7 @@ import pytest
 from imagebridge.actors.initiating.breaker import CircuitBreaker
 from imagebridge.actors.initiating.client import PartnerClient
 from imagebridge.actors.initiating.fanout import OutcomeStatus, fan_out
-from imagebridge.actors.initiating.workflow import Demographics, discovery_query
+from imagebridge.actors.initiating.pull import Demographics, discovery_query
 from imagebridge.app import create_app
 from imagebridge.config import config_from_mapping
 from imagebridge.dicom.synthetic import DEMO_PATIENTS, make_study

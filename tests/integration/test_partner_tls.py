@@ -21,7 +21,8 @@ import trustme
 
 from imagebridge.actors.initiating.client import PartnerClients
 from imagebridge.actors.initiating.fanout import OutcomeStatus
-from imagebridge.actors.initiating.workflow import PullSettings, PullWorkflow
+from imagebridge.actors.initiating.pull import PullSettings
+from imagebridge.actors.initiating.workflow import PullWorkflow
 from imagebridge.directory.static import communities_from_config
 from imagebridge.model.directory import DirectorySnapshot
 from tests.http_server import running_server

@@ -20,7 +20,8 @@ import pytest
 from imagebridge.actors.initiating.client import PartnerClients
 from imagebridge.actors.initiating.fanout import OutcomeStatus
 from imagebridge.actors.initiating.locator import LocatorReportKind
-from imagebridge.actors.initiating.workflow import PullSettings, PullWorkflow
+from imagebridge.actors.initiating.pull import PullSettings
+from imagebridge.actors.initiating.workflow import PullWorkflow
 from imagebridge.directory.static import communities_from_config
 from imagebridge.model.ids import HomeCommunityId, PatientId
 from imagebridge.model.patient_location import (

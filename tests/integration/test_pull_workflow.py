@@ -23,11 +23,8 @@ from imagebridge.actors.initiating.breaker import CircuitBreaker
 from imagebridge.actors.initiating.client import PartnerClients
 from imagebridge.actors.initiating.fanout import OutcomeStatus
 from imagebridge.actors.initiating.folder_sink import FolderSink
-from imagebridge.actors.initiating.workflow import (
-    Demographics,
-    PullSettings,
-    PullWorkflow,
-)
+from imagebridge.actors.initiating.pull import Demographics, PullSettings
+from imagebridge.actors.initiating.workflow import PullWorkflow
 from imagebridge.app import create_app
 from imagebridge.config import config_from_mapping
 from imagebridge.dicom.synthetic import DEMO_PATIENTS, SyntheticStudy, make_study

@@ -17,7 +17,7 @@ import uvicorn
 from rich.console import Console
 
 from imagebridge import __version__
-from imagebridge.actors.initiating.workflow import Demographics
+from imagebridge.actors.initiating.pull import Demographics
 from imagebridge.app import create_app
 from imagebridge.cli.check import run_check
 from imagebridge.cli.fetch import FetchRequest, run_fetch

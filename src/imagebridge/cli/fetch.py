@@ -35,13 +35,8 @@ from imagebridge.actors.initiating.breaker import CircuitBreaker
 from imagebridge.actors.initiating.client import PartnerClients
 from imagebridge.actors.initiating.fanout import CommunityOutcome, FanOutResult, OutcomeStatus
 from imagebridge.actors.initiating.folder_sink import FolderSink
-from imagebridge.actors.initiating.workflow import (
-    Demographics,
-    PatientMatch,
-    PullSettings,
-    PullWorkflow,
-    StudyOffer,
-)
+from imagebridge.actors.initiating.pull import Demographics, PatientMatch, PullSettings, StudyOffer
+from imagebridge.actors.initiating.workflow import PullWorkflow
 from imagebridge.config import Config
 from imagebridge.model.directory import Community
 from imagebridge.model.ids import HomeCommunityId
