@@ -30,7 +30,7 @@ from imagebridge.config import config_from_mapping
 from imagebridge.dicom.synthetic import DEMO_PATIENTS, SyntheticStudy, make_study
 from imagebridge.directory.static import communities_from_config
 from imagebridge.model.directory import DirectorySnapshot
-from imagebridge.model.ids import HomeCommunityId
+from imagebridge.model.ids import HomeCommunityId, PatientId
 from imagebridge.model.outcome import Status
 from tests.http_server import running_server
 from tests.misbehaving_partner import misbehaving_app, truncating_proxy
@@ -43,6 +43,7 @@ A = "1.3.6.1.4.1.21367.13.70.101"
 B = "1.3.6.1.4.1.21367.13.70.102"
 DEAD, FAULT, GARBAGE, HANG = (f"1.3.6.1.4.1.21367.13.70.{n}" for n in (103, 104, 105, 106))
 ALICE_DEMOGRAPHICS = Demographics("Demo", "Alice", ALICE.birth_date, ALICE.sex)
+ALICE_ID = PatientId(ALICE.id, "2.25.1")
 
 
 @pytest.fixture
@@ -240,3 +241,18 @@ async def test_retrieves_are_batched_to_the_partner_limit(
             report.close()
     sources = [f for s in partners.studies[A] for f in s.files]
     assert sorted(p.read_bytes() for p in stored) == sorted(f.read_bytes() for f in sources)
+
+
+async def test_query_for_all_formats_keeps_only_the_kos_entries(partners: Partners) -> None:
+    directory = _directory({A: partners.urls[A]})
+    async with PartnerClients() as clients:
+        settings = PullSettings(home=US, deadline=8.0, query_by_format_code=False)
+        flow = PullWorkflow(clients, directory, settings)
+        query = flow.kos_query(ALICE_ID, HomeCommunityId(A))
+        assert query.query.format_code == ()  # type: ignore[union-attr]
+        found = await flow.discover(ALICE_DEMOGRAPHICS, flow.communities())
+        studies = await flow.find_studies(found.matches)
+    assert sorted(o.study_instance_uids[0] for o in studies.offers) == sorted(
+        s.study_instance_uid for s in partners.studies[A]
+    )
+    assert all(o.entry.format_code is not None for o in studies.offers)
