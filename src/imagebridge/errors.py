@@ -489,6 +489,26 @@ class PatientIdUnresolved(StoreError):
     """An instance's Patient ID cannot become a community identifier (no ID or no authority)."""
 
 
+class JobError(StoreError):
+    """An import job operation was refused (see :mod:`imagebridge.store.jobs`)."""
+
+
+class JobNotFound(JobError):
+    """No import job has this id."""
+
+
+class JobStateError(JobError):
+    """The job's state does not allow it (finishing with instances outstanding, and so on)."""
+
+
+class JobLeaseLost(JobError):
+    """The worker no longer holds the job: its lease expired and another worker took it."""
+
+
+class JobCancelled(JobLeaseLost):
+    """The job was cancelled while a worker ran it; the worker stops between batches."""
+
+
 class SourceProtocolError(SourceError):
     """The archive answered, but not as its protocol requires (bad JSON, multipart or status)."""
 
@@ -543,3 +563,33 @@ class PixelDataCorrupt(TranscodeError):
     """The pixel data cannot be decoded, or the object ends before it is complete."""
 
     xds_error_code = "XDSRepositoryError"
+
+
+# --- Import targets (local folder or PACS receiving retrieved images) --------------
+
+
+class TargetError(SourceError):
+    """Import target: the local folder or PACS receiving retrieved images failed a request."""
+
+
+class TargetUnavailable(TargetError, SourceUnavailable):
+    """Import target: it cannot be reached (PACS down, folder not writable, timeout)."""
+
+
+class TargetProtocolError(TargetError, SourceProtocolError):
+    """Import target: the PACS answered, but not as its protocol requires."""
+
+
+# --- Import reconciliation (dicom/reconcile) -------------------------------------------
+
+
+class ReconcileError(DicomError):
+    """Import reconciliation: a plan cannot be made or applied as asked."""
+
+
+class ReconcilePlanRefused(ReconcileError):
+    """A plan whose verdict is not IMPORT (held for review, or already stored) was applied."""
+
+
+class ReconcilePlanMismatch(ReconcileError):
+    """The data set is not the one planned: another SOP Instance UID, or values changed since."""

@@ -19,11 +19,17 @@ Names (:func:`normalise_name`):
 
 Phone numbers keep only their digits (:func:`normalise_phone`); postal codes
 keep only letters and digits (:func:`normalise_postal_code`).
+
+The comparisons that do not depend on the shape of an XCPD query live here
+too, so that the import reconciliation planner
+(:mod:`imagebridge.dicom.reconcile`) judges names and birth dates by the same
+rules as the matcher: :func:`compare_given_names` and :func:`birth_date_digits`.
 """
 
 from __future__ import annotations
 
 import unicodedata
+from enum import Enum, StrEnum
 from typing import Final
 
 _TRANSLITERATION: Final = str.maketrans(
@@ -83,3 +89,64 @@ def normalise_phone(text: str) -> str:
 def normalise_postal_code(text: str) -> str:
     """Letters and digits of a postal code, case-folded: ``"SW1A 1AA"`` -> ``"sw1a1aa"``."""
     return "".join(c for c in normalise_name(text) if c.isalnum())
+
+
+class Verdict(Enum):
+    """What one demographic attribute of a candidate says about the one it is compared with."""
+
+    AGREE = "agree"
+    PARTIAL = "partial"  # compatible, less than equal (a missing middle name, an initial)
+    UNKNOWN = "unknown"  # the candidate has no usable value, or it cannot decide
+    CONFLICT = "conflict"  # rules the candidate out
+
+
+class GivenNameRule(StrEnum):
+    """How the sent given names must line up with the candidate's (in order, after normalising).
+
+    ``exact``: the same names.  ``prefix``: the shorter list starts the longer
+    one (``Jane`` ~ ``Jane Marie``; ``Marie`` is not ``Jane Marie``).
+    ``first``: the first given names are equal.
+    """
+
+    EXACT = "exact"
+    PREFIX = "prefix"
+    FIRST = "first"
+
+
+def _token(a: str, b: str, initials: bool) -> Verdict:
+    if a == b:
+        return Verdict.AGREE
+    if initials and (len(a) == 1 or len(b) == 1) and a[0] == b[0]:
+        return Verdict.PARTIAL
+    return Verdict.CONFLICT
+
+
+def compare_given_names(
+    sent: tuple[str, ...], held: tuple[str, ...], rule: GivenNameRule, *, allow_initials: bool
+) -> Verdict:
+    """Given-name words (from :func:`name_tokens`) compared under *rule*.
+
+    UNKNOWN when either side has none; AGREE when equal; PARTIAL when *rule*
+    tolerates the difference (a missing or differing later name, an initial
+    when *allow_initials*); CONFLICT otherwise.
+    """
+    if not held or not sent:
+        return Verdict.UNKNOWN
+    if rule is GivenNameRule.FIRST:
+        pairs = [(sent[0], held[0])]
+    elif rule is GivenNameRule.EXACT and len(sent) != len(held):
+        return Verdict.CONFLICT
+    else:
+        pairs = list(zip(sent, held, strict=False))
+    tokens = [_token(a, b, allow_initials) for a, b in pairs]
+    if Verdict.CONFLICT in tokens:
+        return Verdict.CONFLICT
+    if sent == held:
+        return Verdict.AGREE
+    return Verdict.PARTIAL
+
+
+def birth_date_digits(value: str) -> str:
+    """A DICOM DA as ``YYYYMMDD`` ('' when absent or malformed; ACR-NEMA dots tolerated)."""
+    digits = value.strip().replace(".", "").replace("-", "")
+    return digits if len(digits) == 8 and digits.isdigit() else ""

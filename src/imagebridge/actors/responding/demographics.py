@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from enum import Enum, StrEnum
+from enum import StrEnum
 
 from imagebridge.errors import (
     InvalidValue,
@@ -21,6 +21,10 @@ from imagebridge.errors import (
 )
 from imagebridge.model.ids import PatientId
 from imagebridge.model.normalise import (
+    GivenNameRule,
+    Verdict,
+    birth_date_digits,
+    compare_given_names,
     name_tokens,
     normalise_name,
     normalise_phone,
@@ -41,28 +45,6 @@ class MatchAttribute(StrEnum):
     ADDRESS = "address"
     TELECOM = "telecom"
     IDENTIFIER = "identifier"
-
-
-class Verdict(Enum):
-    """What one attribute of a candidate says about the query."""
-
-    AGREE = "agree"
-    PARTIAL = "partial"  # compatible, less than equal (a missing middle name, an initial)
-    UNKNOWN = "unknown"  # the candidate has no usable value, or it cannot decide
-    CONFLICT = "conflict"  # rules the candidate out
-
-
-class GivenNameRule(StrEnum):
-    """How the sent given names must line up with the candidate's (in order, after normalising).
-
-    ``exact``: the same names.  ``prefix``: the shorter list starts the longer
-    one (``Jane`` ~ ``Jane Marie``; ``Marie`` is not ``Jane Marie``).
-    ``first``: the first given names are equal.
-    """
-
-    EXACT = "exact"
-    PREFIX = "prefix"
-    FIRST = "first"
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +254,9 @@ def _names(
                 else Verdict.CONFLICT
             )
         if name.given:
-            found[MatchAttribute.GIVEN] = _given(name.given, given, rules)
+            found[MatchAttribute.GIVEN] = compare_given_names(
+                name.given, given, rules.given_names, allow_initials=rules.allow_initials
+            )
         ranks = [_RANK[v] for v in found.values()]
         rank = (min(ranks), sum(ranks))
         if rank > best_rank:
@@ -280,39 +264,8 @@ def _names(
     return best
 
 
-def _token(a: str, b: str, initials: bool) -> Verdict:
-    if a == b:
-        return Verdict.AGREE
-    if initials and (len(a) == 1 or len(b) == 1) and a[0] == b[0]:
-        return Verdict.PARTIAL
-    return Verdict.CONFLICT
-
-
-def _given(sent: tuple[str, ...], held: tuple[str, ...], rules: ComparisonRules) -> Verdict:
-    if not held:
-        return Verdict.UNKNOWN
-    if rules.given_names is GivenNameRule.FIRST:
-        pairs = [(sent[0], held[0])]
-    elif rules.given_names is GivenNameRule.EXACT and len(sent) != len(held):
-        return Verdict.CONFLICT
-    else:
-        pairs = list(zip(sent, held, strict=False))
-    tokens = [_token(a, b, rules.allow_initials) for a, b in pairs]
-    if Verdict.CONFLICT in tokens:
-        return Verdict.CONFLICT
-    if sent == held:
-        return Verdict.AGREE
-    return Verdict.PARTIAL
-
-
-def record_birth_date(value: str) -> str:
-    """A DICOM DA of the archive as ``YYYYMMDD`` ('' when absent or malformed)."""
-    digits = value.strip().replace(".", "").replace("-", "")
-    return digits if len(digits) == 8 and digits.isdigit() else ""
-
-
 def _birth(sent: BirthDate, held: str) -> Verdict:
-    date = record_birth_date(held)
+    date = birth_date_digits(held)
     if not date:
         return Verdict.UNKNOWN
     if sent.exact:

@@ -66,10 +66,8 @@ from typing import ClassVar, Final, NamedTuple
 
 from imagebridge.actors.responding.demographics import (
     ComparisonRules,
-    GivenNameRule,
     MatchAttribute,
     NormalisedQuery,
-    Verdict,
     compare,
     normalise_query,
 )
@@ -79,7 +77,7 @@ from imagebridge.errors import (
     PatientDiscoveryRequiredAttributeMissing,
 )
 from imagebridge.model.ids import PatientId
-from imagebridge.model.normalise import normalise_name, normalise_phone
+from imagebridge.model.normalise import GivenNameRule, Verdict, normalise_name, normalise_phone
 from imagebridge.model.patient import PatientRecord
 from imagebridge.model.xcpd import (
     AcknowledgementType,
