@@ -21,6 +21,7 @@ from imagebridge.actors.initiating.pull import Demographics
 from imagebridge.app import create_app
 from imagebridge.cli.check import run_check
 from imagebridge.cli.fetch import FetchRequest, run_fetch
+from imagebridge.cli.jobs import jobs_app
 from imagebridge.cli.selfcheck import run_selfcheck
 from imagebridge.config import Config, load_config
 from imagebridge.errors import ConfigError, ImageBridgeError
@@ -32,6 +33,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
+app.add_typer(jobs_app, name="jobs")
 
 
 @app.callback()

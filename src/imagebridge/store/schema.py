@@ -21,15 +21,25 @@ malformed over-long value must not make a write fail.
 * ``indexed_files``: every file a folder source has looked at, with the
   result, so unchanged files are never read again.
 * ``manifests``: every KOS built, with its bytes.
+* ``import_jobs``: durable import jobs, one per (study, foreign patient,
+  target), with the worker lease and the verification result;
+  ``import_instances`` the state of each instance the job's KOS lists and
+  ``import_job_events`` each job's timestamped history
+  (see :mod:`imagebridge.store.jobs`).  Timestamps are UTC (:class:`UtcDateTime`).
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
     Column,
+    DateTime,
+    Dialect,
     ForeignKey,
     Index,
     Integer,
@@ -39,6 +49,7 @@ from sqlalchemy import (
     Table,
     UniqueConstraint,
 )
+from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -48,6 +59,32 @@ NAMING_CONVENTION = {
 }
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """An aware UTC datetime: ``timestamptz`` on PostgreSQL, naive UTC text on SQLite.
+
+    Naive datetimes are refused on the way in; values always come back aware (UTC),
+    so comparisons (lease expiry) mean the same on both databases.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError("UtcDateTime needs an aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"UtcDateTime column returned {type(value).__name__}")
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _text(name: str, *, nullable: bool = False) -> Column[str]:
@@ -191,4 +228,75 @@ manifests = Table(
     Index(
         "ix_manifests_study_version", "repository_unique_id", "study_instance_uid", "fingerprint"
     ),
+)
+
+import_jobs = Table(
+    "import_jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    Column("state", String(), nullable=False, server_default="pending"),
+    _text("source_community_id"),
+    _text("source_community_name"),
+    _text("imaging_community_id"),
+    _text("foreign_patient_id"),
+    _text("foreign_patient_issuer"),
+    Column("local_patient_id", String(), nullable=True),
+    Column("local_patient_issuer", String(), nullable=True),
+    _text("study_instance_uid"),
+    _text("kos_document_id"),
+    _text("kos_repository_id"),
+    _text("target_name"),
+    _text("target_kind"),
+    Column("reconciliation", JSON, nullable=False),
+    Column("expected_count", Integer, nullable=True),
+    Column("found_count", Integer, nullable=True),
+    Column("verified_at", UtcDateTime, nullable=True),
+    Column("verified_ok", Boolean, nullable=True),
+    Column("last_error", String(), nullable=True),
+    Column("hold_reason", String(), nullable=True),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("lease_owner", String(), nullable=True),
+    Column("lease_expires_at", UtcDateTime, nullable=True),
+    Column("heartbeat_at", UtcDateTime, nullable=True),
+    Column("finished_at", UtcDateTime, nullable=True),
+    UniqueConstraint(
+        "study_instance_uid",
+        "foreign_patient_id",
+        "foreign_patient_issuer",
+        "target_name",
+        name="uq_import_jobs_study_patient_target",  # the convention's name passes 63 chars
+    ),
+    Index(None, "state", "created_at"),
+    Index(None, "updated_at"),
+)
+
+import_instances = Table(
+    "import_instances",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("import_jobs.id", ondelete="CASCADE"), nullable=False),
+    _text("sop_instance_uid"),
+    _text("series_instance_uid"),
+    _text("sop_class_uid"),
+    _text("repository_unique_id"),
+    Column("state", String(), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("error_code", String(), nullable=True),
+    Column("error_text", String(), nullable=True),
+    Column("bytes", BigInteger, nullable=True),
+    Column("updated_at", UtcDateTime, nullable=False),
+    UniqueConstraint("job_id", "sop_instance_uid"),
+    Index(None, "job_id", "state"),
+)
+
+import_job_events = Table(
+    "import_job_events",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("job_id", Integer, ForeignKey("import_jobs.id", ondelete="CASCADE"), nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    _text("message"),
+    Index(None, "job_id", "id"),
 )
