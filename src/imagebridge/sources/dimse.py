@@ -31,9 +31,8 @@ or aborts the association, or stops answering raises
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractContextManager
 from functools import partial
 from pathlib import Path
 from typing import Final, Literal, TypeVar
@@ -43,11 +42,9 @@ import anyio.to_thread
 from pydicom.dataset import Dataset
 from pydicom.uid import AllTransferSyntaxes, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import build_role, evt
-from pynetdicom.ae import ApplicationEntity
 from pynetdicom.association import Association
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
-    StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
@@ -70,6 +67,7 @@ from imagebridge.errors import (
 )
 from imagebridge.model.imaging import InstanceHeader
 from imagebridge.sources.base import ProbeResult, StudyVersion
+from imagebridge.sources.dimse_peer import DimsePeer, DimseTimeouts, check_ae_title
 from imagebridge.sources.dimse_store import (
     STATUS_SUCCESS,
     STATUS_UNEXPECTED,
@@ -79,22 +77,15 @@ from imagebridge.sources.dimse_store import (
     take_received_file,
 )
 
+__all__ = ["DimseSource", "DimseTimeouts"]
+
 logger = logging.getLogger(__name__)
 
 READ_CHUNK_SIZE: Final = 1024 * 1024
-_PENDING: Final = frozenset({0xFF00, 0xFF01})
 _WARNING: Final = 0xB000  # sub-operations complete, one or more failures or warnings
+_DEFAULT_TIMEOUTS: Final = DimseTimeouts()
 _UNCOMPRESSED: Final = [ExplicitVRLittleEndian, ImplicitVRLittleEndian]
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True, slots=True)
-class DimseTimeouts:
-    """Seconds to wait: TCP connect and association negotiation, each DIMSE reply, any PDU."""
-
-    connect: float = 5.0
-    dimse: float = 60.0
-    network: float = 60.0
 
 
 class DimseSource:
@@ -112,12 +103,11 @@ class DimseSource:
         move_destination: str = "",
         move_host: str = "127.0.0.1",
         move_port: int | None = None,
-        timeouts: DimseTimeouts = DimseTimeouts(),
+        timeouts: DimseTimeouts = _DEFAULT_TIMEOUTS,
         max_pdu_size: int = 256 * 1024,
         spool_dir: str | None = None,
     ) -> None:
-        for what, title in (("called", called_ae), ("calling", calling_ae)):
-            _check_ae_title(title, what)
+        self._peer = DimsePeer(host, port, called_ae, calling_ae, timeouts, max_pdu_size)
         if retrieve not in ("get", "move"):
             raise ValueError(f"retrieve must be 'get' or 'move', not {retrieve!r}")
         self._repository_unique_id = repository_unique_id
@@ -130,7 +120,7 @@ class DimseSource:
         self._move_destination = move_destination or calling_ae
         self._receiver: MoveReceiver | None = None
         if retrieve == "move":
-            _check_ae_title(self._move_destination, "move destination")
+            check_ae_title(self._move_destination, "move destination")
             if move_port is None:
                 raise ValueError("retrieve='move' needs move_port, where the Storage SCP listens")
             self._receiver = MoveReceiver(
@@ -239,19 +229,7 @@ class DimseSource:
         return headers
 
     def _find(self, identifier: Dataset, what: str) -> list[Dataset]:
-        model = StudyRootQueryRetrieveInformationModelFind
-        matches: list[Dataset] = []
-        with self._association([(model, _UNCOMPRESSED)], what=what) as assoc:
-            for status, match in assoc.send_c_find(identifier, model):
-                code = self._status(status, what)
-                if code in _PENDING:
-                    if match is not None:
-                        matches.append(match)
-                elif code != STATUS_SUCCESS:
-                    raise SourceProtocolError(
-                        f"the PACS {self._where} failed {what} with status 0x{code:04X}"
-                    )
-        return matches
+        return self._peer.find(identifier, what)
 
     def _retrieve_to_spool(self, study_uid: str, series_uid: str, sop_uid: str) -> Path:
         identifier = instance_identifier(
@@ -343,7 +321,6 @@ class DimseSource:
         if code != STATUS_SUCCESS:
             raise SourceProtocolError(f"the PACS {self._where} answered C-ECHO with 0x{code:04X}")
 
-    @contextmanager
     def _association(
         self,
         contexts: Sequence[tuple[str, Sequence[str]]],
@@ -351,53 +328,8 @@ class DimseSource:
         what: str,
         ext_neg: list[object] | None = None,
         handlers: list[EventHandlerType] | None = None,
-    ) -> Iterator[Association]:
-        """An established association, released (or aborted on error) afterwards."""
-        ae = ApplicationEntity(ae_title=self._calling_ae)
-        ae.connection_timeout = self._timeouts.connect
-        ae.acse_timeout = self._timeouts.connect
-        ae.dimse_timeout = self._timeouts.dimse
-        ae.network_timeout = self._timeouts.network
-        ae.maximum_pdu_size = self._max_pdu_size
-        for abstract_syntax, syntaxes in contexts:
-            ae.add_requested_context(abstract_syntax, list(syntaxes))
-        assoc = ae.associate(
-            self._host,
-            self._port,
-            ae_title=self._called_ae,
-            max_pdu=self._max_pdu_size,
-            ext_neg=ext_neg,  # type: ignore[arg-type]  # pynetdicom's private union alias
-            evt_handlers=handlers,
-        )
-        if not assoc.is_established:
-            if assoc.is_rejected:
-                raise SourceUnavailable(
-                    f"the PACS {self._where} rejected the association for {what} "
-                    f"(check the called and calling AE titles, {self._calling_ae} calling)"
-                )
-            raise SourceUnavailable(
-                f"the PACS {self._where} cannot be reached or did not accept an association "
-                f"for {what} within {self._timeouts.connect:g} s"
-            )
-        try:
-            yield assoc
-        except BaseException:
-            assoc.abort()
-            raise
-        if assoc.is_established:
-            assoc.release()
+    ) -> AbstractContextManager[Association]:
+        return self._peer.association(contexts, what=what, ext_neg=ext_neg, handlers=handlers)
 
     def _status(self, status: Dataset, what: str) -> int:
-        """The Status of a DIMSE response; an empty one means the PACS stopped answering."""
-        code = status.get("Status")
-        if code is None:
-            raise SourceUnavailable(
-                f"the PACS {self._where} stopped answering during {what} "
-                f"(no reply within {self._timeouts.dimse:g} s, or the association dropped)"
-            )
-        return int(code)
-
-
-def _check_ae_title(title: str, what: str) -> None:
-    if not 0 < len(title.strip()) <= 16 or "\\" in title or not title.isascii():
-        raise ValueError(f"the {what} AE title {title!r} is not 1-16 ASCII characters")
+        return self._peer.status(status, what)

@@ -11,16 +11,13 @@ renamed.  File names are DICOM UIDs, checked before use, never patient data.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
 from imagebridge.actors.initiating.client import ReceivedDocument, RetrieveResult
-from imagebridge.model.ids import validate_uid
+from imagebridge.importing.folder import instance_path, write_atomically
 from imagebridge.model.imaging import ImagingDocumentLocator
 from imagebridge.wire.spool import PartSink, SpooledBody, SpoolingSink
 
@@ -71,10 +68,12 @@ class FolderSink:
         return stored
 
     def path_for(self, locator: ImagingDocumentLocator) -> Path:
-        study = validate_uid(locator.study_instance_uid, "Study Instance UID")
-        series = validate_uid(locator.series_instance_uid, "Series Instance UID")
-        sop = validate_uid(locator.sop_instance_uid, "SOP Instance UID")
-        return self.root / study / series / f"{sop}.dcm"
+        return instance_path(
+            self.root,
+            locator.study_instance_uid,
+            locator.series_instance_uid,
+            locator.sop_instance_uid,
+        )
 
     def _place(self, document: ReceivedDocument, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -86,12 +85,5 @@ class FolderSink:
                 return
             except OSError:
                 pass  # another file system: copy below
-        fd, temporary = tempfile.mkstemp(prefix=".part-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out, body.open() as source:
-                shutil.copyfileobj(source, out, 1024 * 1024)
-            os.replace(temporary, path)
-        except BaseException:
-            with suppress(FileNotFoundError):
-                os.unlink(temporary)
-            raise
+        with body.open() as source:
+            write_atomically(path, source)
