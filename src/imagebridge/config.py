@@ -18,6 +18,7 @@ from typing import Any
 
 from imagebridge.directory.static import communities_from_config
 from imagebridge.errors import ConfigError, ImageBridgeError
+from imagebridge.importing.settings import ImportConfig, import_config
 from imagebridge.model.directory import DirectorySnapshot
 from imagebridge.model.ids import HomeCommunityId, validate_oid
 
@@ -102,6 +103,8 @@ class Config:
     repositories: tuple[RepositoryConfig, ...] = field(default_factory=tuple)
     communities: DirectorySnapshot = field(default_factory=DirectorySnapshot)
     """``[[communities]]``: partner gateways this one sends to (static directory)."""
+    importing: ImportConfig | None = None
+    """``[import]``: where pulled images are imported (None: folder only, no PACS)."""
     source_file: Path | None = None
 
     def repository(self, unique_id: str) -> RepositoryConfig | None:
@@ -137,7 +140,7 @@ def config_from_mapping(
     """Build and validate a :class:`Config` from parsed TOML plus environment overrides."""
     data: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     _apply_environment(data, environ)
-    unknown = set(data) - set(_TABLES) - {"repositories", "communities"}
+    unknown = set(data) - set(_TABLES) - {"repositories", "communities", "import"}
     if unknown:
         raise ConfigError(f"unknown configuration table(s): {', '.join(sorted(unknown))}")
     if "community" not in data:
@@ -162,6 +165,11 @@ def config_from_mapping(
         repositories=tuple(_repository(i, r, source) for i, r in enumerate(repos)),
         communities=communities_from_config(
             data, base_dir=source.parent if source is not None else None
+        ),
+        importing=(
+            import_config(data["import"], base_dir=source.parent if source is not None else None)
+            if "import" in data
+            else None
         ),
         source_file=source,
     )

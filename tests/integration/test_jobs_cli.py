@@ -167,7 +167,7 @@ def test_jobs_resume_is_wired_to_the_runner(setup: tuple[Path, JobStore, dict[st
     status, out = _run("resume", "--help")
     assert status == 0 and "Resume jobs" in out
     status, out = _run("resume", str(ids["pending"]), "-c", str(config))
-    assert status != 0 and "the runner lands in the next commit" in out  # the stub, for now
+    assert status == 2 and "no [import] table" in out  # the runner needs a target
 
 
 def test_bad_configuration_exits_2(tmp_path: Path) -> None:

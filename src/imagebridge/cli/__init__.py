@@ -112,7 +112,15 @@ def fetch(
         list[str] | None,
         typer.Option("--community", help="Ask only this homeCommunityId (repeatable)."),
     ] = None,
-    into: Annotated[Path, typer.Option(help="Folder for the images.")] = Path("retrieved"),
+    into: Annotated[
+        Path, typer.Option(help="Folder for the images, or 'pacs' for the [import] target.")
+    ] = Path("retrieved"),
+    mrn: Annotated[
+        str | None, typer.Option(help="Local MRN to file the studies under (--into pacs).")
+    ] = None,
+    mrn_issuer: Annotated[
+        str | None, typer.Option("--mrn-issuer", help="Issuer of Patient ID of --mrn.")
+    ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="List the studies; retrieve nothing.")
     ] = False,
@@ -132,6 +140,8 @@ def fetch(
             dry_run,
             tuple(study or ()),
             deadline,
+            mrn,
+            mrn_issuer,
         )
     except ImageBridgeError as exc:
         typer.secho(f"invalid input: {exc.message}", fg=typer.colors.RED, err=True)

@@ -37,6 +37,7 @@ from imagebridge.actors.initiating.fanout import CommunityOutcome, FanOutResult,
 from imagebridge.actors.initiating.folder_sink import FolderSink
 from imagebridge.actors.initiating.pull import Demographics, PatientMatch, PullSettings, StudyOffer
 from imagebridge.actors.initiating.workflow import PullWorkflow
+from imagebridge.cli.fetch_import import import_offers
 from imagebridge.config import Config
 from imagebridge.model.directory import Community
 from imagebridge.model.ids import HomeCommunityId
@@ -60,9 +61,16 @@ class FetchRequest:
     demographics: Demographics
     communities: tuple[HomeCommunityId, ...] = ()
     into: Path = Path("retrieved")
+    """A folder, or the word ``pacs``: import into the ``[import]`` target as durable jobs."""
     dry_run: bool = False
     studies: tuple[str, ...] = ()
     deadline: float = 60.0
+    mrn: str | None = None
+    mrn_issuer: str | None = None
+
+    @property
+    def into_pacs(self) -> bool:
+        return str(self.into) == "pacs"
 
 
 @dataclass(slots=True)
@@ -161,6 +169,17 @@ async def run_fetch(config: Config, request: FetchRequest, console: Console) -> 
         if request.dry_run or not chosen:
             _final_table(console, lines)
             return 1 if _any_failed(lines) else 0
+        if request.into_pacs:
+            _final_table(console, lines)
+            status = await import_offers(
+                config,
+                console,
+                request.demographics,
+                chosen,
+                mrn=request.mrn,
+                mrn_issuer=request.mrn_issuer,
+            )
+            return max(status, 1 if _any_failed(lines) else 0)
         sink = FolderSink(request.into)
         status = await _retrieve(console, flow, chosen, sink, lines)
     _final_table(console, lines)

@@ -1,16 +1,137 @@
-"""Imaging Document Consumer, the import job runner: retrieve, reconcile, store (stub).
+"""Imaging Document Consumer, running import jobs for the command line (``fetch --into pacs``,
+``jobs resume``).
 
-``imagebridge jobs resume`` calls :func:`resume_jobs`; the runner itself
-lands in the next commit.
+:func:`run_jobs` opens what a run needs from the configuration (the job store,
+the ``[import]`` target, the partner clients), runs the given jobs a few at a
+time and closes everything.  :func:`resume_jobs` first takes back jobs whose
+worker died: a ``running`` job whose lease owner is a process of this host
+that no longer exists is released at once (no waiting for its lease to
+expire); failed and partly failed jobs named explicitly are requeued with
+their failed instances.  Held jobs wait for a reviewer and are not resumed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import logging
+import os
+from collections.abc import Callable, Sequence
 
+import anyio
+
+from imagebridge.actors.initiating.client import PartnerClients
+from imagebridge.actors.initiating.importer import ImportRunner, RunnerSettings
+from imagebridge.app import open_store
 from imagebridge.config import Config
+from imagebridge.errors import ConfigError, ImageBridgeError
+from imagebridge.importing import open_target
+from imagebridge.model.import_job import ImportJob, JobState
+from imagebridge.store.jobs import JobStore
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[ImportJob], None]
+PARALLEL_JOBS = 4
+
+
+def runner_settings(config: Config) -> RunnerSettings:
+    if config.importing is None:
+        raise ConfigError("no [import] table: where should the images go?")
+    return RunnerSettings(
+        batch_size=config.importing.batch_size, spool_dir=config.importing.spool_dir
+    )
+
+
+async def run_jobs(
+    config: Config, job_ids: Sequence[int], progress: Progress | None = None
+) -> list[ImportJob]:
+    """Run *job_ids* against the configured target; their final records, in order."""
+    if config.importing is None:
+        raise ConfigError("no [import] table: where should the images go?")
+    store = open_store(config)
+    jobs = JobStore(store.engine)
+    target = open_target(config.importing.target)
+    results: dict[int, ImportJob] = {}
+    try:
+        async with PartnerClients() as clients:
+            runner = ImportRunner(
+                jobs, clients, config.communities, target, runner_settings(config),
+                progress=progress,
+            )  # fmt: skip
+            limiter = anyio.CapacityLimiter(PARALLEL_JOBS)
+
+            async def one(job_id: int) -> None:
+                async with limiter:
+                    results[job_id] = await runner.run(job_id)
+
+            async with anyio.create_task_group() as tasks:
+                for job_id in job_ids:
+                    tasks.start_soon(one, job_id)
+    finally:
+        await target.aclose()
+        store.close()
+    return [results[i] for i in job_ids]
+
+
+def _dead_local_owner(owner: str | None) -> bool:
+    """True when *owner* (``host:pid``) is a process of this host that has ended."""
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != os.uname().nodename or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def take_back(jobs: JobStore, job_ids: Sequence[int]) -> list[int]:
+    """The jobs to resume: the ones named (or every resumable one), made runnable again."""
+    named = bool(job_ids)
+    if named:
+        candidates = [jobs.get_job(i) for i in job_ids]
+    else:
+        candidates = jobs.list_jobs(states=[JobState.PENDING, JobState.RUNNING], limit=10_000)
+    runnable: list[int] = []
+    for job in candidates:
+        if job.state is JobState.RUNNING:
+            if not _dead_local_owner(job.lease_owner):
+                continue  # a live worker (or another host) holds it; its lease decides
+            jobs.release(job.id, job.lease_owner or "")
+            jobs.add_event(job.id, "taken back: its worker process has ended")
+        elif job.state in (JobState.FAILED, JobState.COMPLETED_WITH_ERRORS) and named:
+            jobs.requeue(job.id, retry_failed=True)
+        elif job.state in (JobState.HELD, JobState.CANCELLED, JobState.COMPLETED):
+            continue
+        runnable.append(job.id)
+    return runnable
 
 
 def resume_jobs(config: Config, job_ids: Sequence[int]) -> int:
-    """Resume the given import jobs (every resumable one when empty); the CLI exit status."""
-    raise NotImplementedError("the runner lands in the next commit")
+    """``imagebridge jobs resume``: run the jobs again; 0 when every one completed cleanly,
+    1 when one did not, 2 without an ``[import]`` table."""
+    if config.importing is None:
+        print("configuration error: no [import] table: where should the images go?")
+        return 2
+    store = open_store(config)
+    try:
+        runnable = take_back(JobStore(store.engine), job_ids)
+    except ImageBridgeError as exc:
+        log.error("cannot resume: %s", exc.message)
+        return 1
+    finally:
+        store.close()
+    if not runnable:
+        print("nothing to resume")
+        return 0
+
+    def show(job: ImportJob) -> None:
+        print(f"job {job.id}: {job.done}/{job.total} instances done, {job.errors} errors")
+
+    finished = anyio.run(run_jobs, config, runnable, show)
+    for job in finished:
+        print(f"job {job.id}: {job.state.value} ({job.done}/{job.total} done, {job.errors} errors)")
+    return 0 if all(j.state is JobState.COMPLETED for j in finished) else 1

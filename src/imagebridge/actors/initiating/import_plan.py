@@ -1,0 +1,271 @@
+"""Imaging Document Consumer, turning pulled studies into import jobs.
+
+* :func:`resolve_local_patient`: the local patient a pull is filed under:
+  the MRN the operator gave, or the one patient the local PACS finds for the
+  demographics (C-FIND or QIDO-RS); none or several found is a hold reason,
+  never a guess.
+* :func:`create_jobs`: one durable job per study per patient, listing every
+  instance its KOS references; the reconciliation settings and the local
+  patient are snapshot into the job so a resumed job reconciles as it started.
+* :func:`local_patient_from` / :func:`settings_from`: read the snapshot back.
+* :func:`target_objects`: what the target holds under the UIDs of a batch,
+  in the planner's terms.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from imagebridge.actors.initiating.pull import Demographics, StudyOffer
+from imagebridge.importing.base import HeldInstance, ImportTarget, PatientDemographics
+from imagebridge.model.imaging import HierarchicDesignator, InstanceHeader
+from imagebridge.model.import_job import ImportJob, JobRequest, KosInstance
+from imagebridge.model.normalise import GivenNameRule
+from imagebridge.model.reconcile import (
+    AccessionMapping,
+    AccessionPolicy,
+    Level,
+    LocalAccession,
+    LocalPatient,
+    PatientSource,
+    ReconcileSettings,
+    TargetObject,
+    TargetObjects,
+    UidCollisionPolicy,
+)
+from imagebridge.store.jobs import JobStore
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPatientChoice:
+    """The local patient of a pull, or why there is none (the jobs are then held)."""
+
+    patient: LocalPatient | None
+    reason: str = ""
+
+
+async def resolve_local_patient(
+    target: ImportTarget,
+    demographics: Demographics,
+    *,
+    mrn: str | None = None,
+    issuer: str | None = None,
+) -> LocalPatientChoice:
+    """The operator's MRN (with the operator's demographics), else a unique PACS match."""
+    sex = demographics.gender.upper() if demographics.gender.upper() in ("M", "F", "O") else ""
+    name = f"{demographics.family}^{demographics.given}"
+    if mrn:
+        designator = HierarchicDesignator(local_namespace=issuer) if issuer else None
+        return LocalPatientChoice(
+            LocalPatient(
+                mrn=mrn,
+                source=PatientSource.OPERATOR,
+                issuer=designator,
+                name=name,
+                birth_date=demographics.birth_date,
+                sex=sex,
+            )
+        )
+    found = await target.find_patients(
+        PatientDemographics(demographics.family, demographics.given, demographics.birth_date, sex)
+    )
+    ids = {(c.patient_id, c.issuer) for c in found}
+    if len(ids) != 1:
+        what = "no local patient" if not ids else f"{len(ids)} local patients"
+        return LocalPatientChoice(None, f"{what} match the demographics: give the MRN")
+    one = found[0]
+    return LocalPatientChoice(
+        LocalPatient(
+            mrn=one.patient_id,
+            source=PatientSource.PACS_LOOKUP,
+            issuer=one.issuer,
+            name=one.name,
+            birth_date=one.birth_date,
+            sex=one.sex if one.sex in ("M", "F", "O") else "",
+        )
+    )
+
+
+def snapshot(settings: ReconcileSettings, patient: LocalPatient | None) -> dict[str, Any]:
+    """The JSON the job keeps: reconciliation settings and the local patient."""
+    out: dict[str, Any] = {
+        "modifying_system": settings.modifying_system,
+        "accession": settings.accession.value,
+        "accession_map": {m.foreign: m.local.number for m in settings.accession_map},
+        "uid_collision": settings.uid_collision.value,
+        "given_names": settings.given_names.value,
+        "allow_initials": settings.allow_initials,
+        "coerce_demographics": settings.coerce_demographics,
+    }
+    if patient is not None:
+        out["local_patient"] = {
+            "mrn": patient.mrn,
+            "source": patient.source.value,
+            "issuer": _designator_json(patient.issuer),
+            "name": patient.name,
+            "birth_date": patient.birth_date,
+            "sex": patient.sex,
+        }
+    return out
+
+
+def settings_from(job: ImportJob) -> ReconcileSettings:
+    """The reconciliation settings the job was created with."""
+    data = job.request.reconciliation
+    mapping = data.get("accession_map") or {}
+    return ReconcileSettings(
+        modifying_system=str(data.get("modifying_system", "imagebridge")),
+        accession=AccessionPolicy(data.get("accession", "clear")),
+        accession_map=tuple(AccessionMapping(k, LocalAccession(v)) for k, v in mapping.items()),
+        uid_collision=UidCollisionPolicy(data.get("uid_collision", "hold")),
+        given_names=GivenNameRule(data.get("given_names", "first")),
+        allow_initials=bool(data.get("allow_initials", True)),
+        coerce_demographics=bool(data.get("coerce_demographics", True)),
+    )
+
+
+def local_patient_from(job: ImportJob) -> LocalPatient | None:
+    """The local patient the job files its study under (None: not resolved)."""
+    data = job.request.reconciliation.get("local_patient")
+    if not isinstance(data, Mapping):
+        return None
+    return LocalPatient(
+        mrn=str(data["mrn"]),
+        source=PatientSource(data.get("source", "operator")),
+        issuer=_designator(data.get("issuer")),
+        name=str(data.get("name", "")),
+        birth_date=str(data.get("birth_date", "")),
+        sex=str(data.get("sex", "")),
+    )
+
+
+def create_jobs(
+    jobs: JobStore,
+    offers: Sequence[StudyOffer],
+    *,
+    target_name: str,
+    target_kind: str,
+    settings: ReconcileSettings,
+    choice: LocalPatientChoice,
+) -> list[ImportJob]:
+    """One job per study of each offer (a KOS may reference several studies), idempotent.
+
+    Without a local patient the jobs are created and held with the reason.
+    """
+    created: list[ImportJob] = []
+    for offer in offers:
+        for series_study in _studies(offer):
+            request = JobRequest(
+                source_community=offer.community.home_community_id,
+                source_community_name=offer.community.name,
+                imaging_community=offer.imaging_home,
+                foreign_patient=offer.patient_id,
+                study_instance_uid=series_study,
+                kos_document_id=offer.entry.unique_id,
+                kos_repository_id=offer.entry.repository_unique_id or "",
+                target_name=target_name,
+                target_kind=target_kind,
+                reconciliation=snapshot(settings, choice.patient),
+                local_patient_id=choice.patient.mrn if choice.patient else None,
+                local_patient_issuer=_issuer_text(choice.patient),
+            )
+            job, _new = jobs.create_job(request)
+            jobs.add_instances(
+                job.id,
+                [
+                    KosInstance(
+                        item.sop_instance_uid,
+                        series.series_instance_uid,
+                        item.sop_class_uid,
+                        series.retrieve_location_uid,
+                    )
+                    for series in offer.manifest.series
+                    if series.study_instance_uid == series_study
+                    for item in series.instances
+                ],
+            )
+            if choice.patient is None and not job.state.terminal:
+                jobs.hold(job.id, choice.reason)
+            created.append(jobs.get_job(job.id))
+    return created
+
+
+async def target_objects(target: ImportTarget, headers: Sequence[InstanceHeader]) -> TargetObjects:
+    """What *target* holds under the study, series and SOP UIDs of *headers*."""
+    held: dict[str, HeldInstance] = {}
+    for study in sorted({h.study.study_instance_uid for h in headers}):
+        for item in await target.objects(study_instance_uid=study):
+            held[item.sop_instance_uid] = item
+    for header in headers:
+        if header.sop_instance_uid not in held:
+            for item in await target.objects(sop_instance_uid=header.sop_instance_uid):
+                held[item.sop_instance_uid] = item
+    objects: dict[str, TargetObject] = {}
+    for item in held.values():
+        objects.setdefault(
+            item.study_instance_uid,
+            TargetObject(
+                level=Level.STUDY,
+                uid=item.study_instance_uid,
+                patient_id=item.patient_id,
+                patient_issuer=item.issuer,
+            ),
+        )
+        objects.setdefault(
+            item.series_instance_uid,
+            TargetObject(
+                level=Level.SERIES,
+                uid=item.series_instance_uid,
+                patient_id=item.patient_id,
+                patient_issuer=item.issuer,
+                study_uid=item.study_instance_uid,
+            ),
+        )
+        objects.setdefault(
+            item.sop_instance_uid,
+            TargetObject(
+                level=Level.INSTANCE,
+                uid=item.sop_instance_uid,
+                patient_id=item.patient_id,
+                patient_issuer=item.issuer,
+                study_uid=item.study_instance_uid,
+                series_uid=item.series_instance_uid,
+            ),
+        )
+    return TargetObjects(tuple(objects.values()))
+
+
+def _studies(offer: StudyOffer) -> list[str]:
+    seen: list[str] = []
+    for series in offer.manifest.series:
+        if series.study_instance_uid not in seen:
+            seen.append(series.study_instance_uid)
+    return seen
+
+
+def _issuer_text(patient: LocalPatient | None) -> str | None:
+    if patient is None or patient.issuer is None:
+        return None
+    return patient.issuer.universal_id or patient.issuer.local_namespace
+
+
+def _designator_json(value: HierarchicDesignator | None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    return {
+        "local_namespace": value.local_namespace,
+        "universal_id": value.universal_id,
+        "universal_id_type": value.universal_id_type,
+    }
+
+
+def _designator(value: Any) -> HierarchicDesignator | None:
+    if not isinstance(value, Mapping):
+        return None
+    return HierarchicDesignator(
+        str(value.get("local_namespace", "")),
+        str(value.get("universal_id", "")),
+        str(value.get("universal_id_type", "")),
+    )
