@@ -10,9 +10,11 @@ Every error is answered once, here, through :mod:`imagebridge.transport.faults`.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 from starlette.applications import Starlette
@@ -22,6 +24,12 @@ from starlette.routing import Route
 
 from imagebridge.errors import ImageBridgeError, SoapNotEnvelope, UnexpectedElement
 from imagebridge.transactions import Transaction, TransactionSpec, spec_of
+from imagebridge.transport.events import (
+    NO_OBSERVER,
+    Role,
+    TransactionEvent,
+    TransactionObserver,
+)
 from imagebridge.transport.faults import (
     SOAP_CONTENT_TYPE,
     fault_from_error,
@@ -74,11 +82,20 @@ def _new_id() -> str:
 class SoapDispatcher:
     """Decodes one HTTP request, runs the handler, encodes the reply or the fault."""
 
-    def __init__(self, endpoint: SoapEndpoint, limits: ServerLimits) -> None:
+    def __init__(
+        self,
+        endpoint: SoapEndpoint,
+        limits: ServerLimits,
+        observer: TransactionObserver = NO_OBSERVER,
+    ) -> None:
         self._endpoint = endpoint
         self._limits = limits
+        self._observer = observer
 
     async def dispatch(self, request: Request) -> Response:
+        started = datetime.now(UTC)
+        clock = time.perf_counter()
+        peer = request.client.host if request.client else ""
         content_type = request.headers.get("content-type", "")
         try:
             package = await read_mtom(content_type, request.stream(), limits=self._limits.mtom)
@@ -86,6 +103,34 @@ class SoapDispatcher:
             log.info("refused request body on %s: %s", self._endpoint.path, exc.message)
             return fault_response(fault_from_error(exc))
         relates_to: str | None = None
+        spec: TransactionSpec | None = None
+        message = None
+
+        def report(reply: Element | None, error: ImageBridgeError | Exception | None) -> None:
+            if spec is None:
+                return  # not a transaction we answer: nothing to audit or count
+            code = None
+            if isinstance(error, ImageBridgeError):
+                code = error.xds_error_code or error.fault_code.value
+            elif error is not None:
+                code = "Receiver"
+            self._observer.observe(
+                TransactionEvent(
+                    transaction=spec.transaction,
+                    role=Role.RESPONDER,
+                    started=started,
+                    elapsed=time.perf_counter() - clock,
+                    peer=peer,
+                    request=message.payload if message is not None else None,
+                    reply=reply,
+                    message_id=relates_to,
+                    endpoint=self._endpoint.path,
+                    error=code,
+                    detail=getattr(error, "message", "") if error is not None else "",
+                    header_blocks=message.header_blocks if message is not None else (),
+                )
+            )
+
         try:
             root = parse_xml(package.root, self._limits.xml)
             message = parse_envelope(root)
@@ -107,13 +152,36 @@ class SoapDispatcher:
             reply = await handler(soap_request)
         except ImageBridgeError as exc:
             log.info("fault on %s (%s): %s", self._endpoint.path, type(exc).__name__, exc.message)
+            report(None, exc)
             return fault_response(fault_from_error(exc), relates_to)
-        except Exception:
+        except Exception as exc:
             log.exception("unexpected failure on %s", self._endpoint.path)
+            report(None, exc)
             return fault_response(internal_fault(), relates_to)
         finally:
             package.close()
+        if isinstance(reply, StreamedReply):
+            reply = _observed(reply, report)
+        else:
+            report(reply.payload, None)
         return _encode_reply(spec, soap_request, reply)
+
+
+def _observed(
+    reply: StreamedReply, report: Callable[[Element | None, Exception | None], None]
+) -> StreamedReply:
+    """*reply* whose final payload (the root written last) is reported when it is made."""
+
+    async def payload() -> Element:
+        try:
+            made = await reply.payload()
+        except Exception as exc:
+            report(None, exc)
+            raise
+        report(made, None)
+        return made
+
+    return replace(reply, payload=payload)
 
 
 def _check_payload(spec: TransactionSpec, payload: Any) -> None:
@@ -151,16 +219,25 @@ def _streamed(headers: AddressingHeaders, reply: StreamedReply) -> Response:
 
 
 def soap_routes(
-    endpoints: Sequence[SoapEndpoint], limits: ServerLimits | None = None
+    endpoints: Sequence[SoapEndpoint],
+    limits: ServerLimits | None = None,
+    observer: TransactionObserver = NO_OBSERVER,
 ) -> list[Route]:
-    """Starlette routes (POST only) for *endpoints*."""
+    """Starlette routes (POST only) for *endpoints*; *observer* hears every transaction."""
     chosen = limits or ServerLimits()
-    return [Route(e.path, SoapDispatcher(e, chosen).dispatch, methods=["POST"]) for e in endpoints]
+    return [
+        Route(e.path, SoapDispatcher(e, chosen, observer).dispatch, methods=["POST"])
+        for e in endpoints
+    ]
 
 
-def soap_app(endpoints: Sequence[SoapEndpoint], limits: ServerLimits | None = None) -> Starlette:
+def soap_app(
+    endpoints: Sequence[SoapEndpoint],
+    limits: ServerLimits | None = None,
+    observer: TransactionObserver = NO_OBSERVER,
+) -> Starlette:
     """A bare ASGI application serving *endpoints* (the composition root adds lifespan)."""
-    return Starlette(routes=soap_routes(endpoints, limits))
+    return Starlette(routes=soap_routes(endpoints, limits, observer))
 
 
 __all__ = [

@@ -23,16 +23,20 @@ unusable reply; the fan-out turns them into a per-community status.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import BinaryIO, Final
 
 import anyio
 import httpx
 
+from imagebridge.actors.initiating.batching import batched, split_imaging_request
 from imagebridge.errors import (
     ImageBridgeError,
     PartnerTimeout,
+    SoapFaultReceived,
 )
 from imagebridge.model.directory import Community, TlsSettings
 from imagebridge.model.outcome import RegistryError, Severity, Status, consolidate
@@ -42,8 +46,6 @@ from imagebridge.model.retrieve import (
     RetrieveDocumentSetRequest,
     RetrieveDocumentSetResponse,
     RetrieveImagingDocumentSetRequest,
-    SeriesRequest,
-    StudyRequest,
     XopInclude,
 )
 from imagebridge.model.xcpd import PatientDiscoveryQuery, PatientDiscoveryResponse
@@ -51,6 +53,7 @@ from imagebridge.model.xds_query import AdhocQueryRequest, AdhocQueryResponse
 from imagebridge.security.tls import client_context
 from imagebridge.transactions import Transaction, spec_of
 from imagebridge.transport.client import SoapClient, SoapResponse
+from imagebridge.transport.events import NO_OBSERVER, Role, TransactionEvent, TransactionObserver
 from imagebridge.wire.hl7v3.patient_discovery import (
     parse_patient_discovery_response,
     render_patient_discovery_query,
@@ -66,6 +69,9 @@ from imagebridge.wire.xds.retrieve import (
 from imagebridge.wire.xml import Element
 
 log = logging.getLogger(__name__)
+
+SecurityHeaders = Callable[[Transaction, Community], Sequence[Element]]
+"""Makes the SOAP header blocks of one request to one community (XUA: wsse:Security)."""
 
 SinkFactory = Callable[[], PartSink]
 """Makes the sink for one reply (one per HTTP exchange)."""
@@ -123,55 +129,24 @@ class RetrieveResult:
         self.close()
 
 
-def batched(items: Sequence[DocumentRequest], size: int | None) -> Iterator[list[DocumentRequest]]:
-    """*items* in consecutive batches of at most *size* (one batch when *size* is None)."""
-    if size is None or size >= len(items):
-        yield list(items)
-        return
-    if size < 1:
-        raise ValueError("batch size must be at least 1")
-    for start in range(0, len(items), size):
-        yield list(items[start : start + size])
-
-
-def split_imaging_request(
-    request: RetrieveImagingDocumentSetRequest, size: int | None
-) -> list[RetrieveImagingDocumentSetRequest]:
-    """RAD-75 requests of at most *size* instances each, keeping study/series order and grouping."""
-    flat = [
-        (study.study_instance_uid, series.series_instance_uid, document)
-        for study in request.study_requests
-        for series in study.series_requests
-        for document in series.document_requests
-    ]
-    if size is None or size >= len(flat):
-        return [request]
-    if size < 1:
-        raise ValueError("batch size must be at least 1")
-    out: list[RetrieveImagingDocumentSetRequest] = []
-    for start in range(0, len(flat), size):
-        tree: dict[str, dict[str, list[DocumentRequest]]] = {}
-        for study_uid, series_uid, document in flat[start : start + size]:
-            tree.setdefault(study_uid, {}).setdefault(series_uid, []).append(document)
-        out.append(
-            RetrieveImagingDocumentSetRequest(
-                study_requests=tuple(
-                    StudyRequest(s, tuple(SeriesRequest(r, tuple(d)) for r, d in series.items()))
-                    for s, series in tree.items()
-                ),
-                transfer_syntax_uids=request.transfer_syntax_uids,
-            )
-        )
-    return out
-
-
 class PartnerClient:
     """Initiating Gateway [ITI-55, ITI-38, ITI-39] and Initiating Imaging Gateway [RAD-75]
     client for one partner community."""
 
-    def __init__(self, community: Community, soap: SoapClient) -> None:
+    def __init__(
+        self,
+        community: Community,
+        soap: SoapClient,
+        *,
+        observer: TransactionObserver = NO_OBSERVER,
+        security: SecurityHeaders | None = None,
+    ) -> None:
+        """*observer* hears every exchange; *security* makes the SOAP header blocks
+        (the wsse:Security with the SAML assertion) for each request."""
         self.community = community
         self._soap = soap
+        self._observer = observer
+        self._security = security
         t = community.limits.timeouts
         self._timeout = httpx.Timeout(connect=t.connect, read=t.read, write=t.read, pool=t.connect)
         self._overall = t.overall
@@ -198,13 +173,40 @@ class PartnerClient:
         """One synchronous SOAP exchange bounded by the community's overall timeout."""
         url = self._url(transaction)
         spec = spec_of(transaction)
+        blocks = tuple(self._security(transaction, self.community)) if self._security else ()
+        started, clock = datetime.now(UTC), time.perf_counter()
+        failure: ImageBridgeError | None = None
+        reply: SoapResponse | None = None
         try:
             with anyio.fail_after(self._overall):
-                return await self._soap.call(spec, url, payload, sink=sink, timeout=self._timeout)
+                reply = await self._soap.call(
+                    spec, url, payload, header_blocks=blocks, sink=sink, timeout=self._timeout
+                )
+            return reply
         except TimeoutError as exc:
-            raise PartnerTimeout(
+            failure = PartnerTimeout(
                 f"{spec.code} to {self.name} took longer than {self._overall:g} s"
-            ) from exc
+            )
+            raise failure from exc
+        except ImageBridgeError as exc:
+            failure = exc
+            raise
+        finally:
+            self._observer.observe(
+                TransactionEvent(
+                    transaction=transaction,
+                    role=Role.INITIATOR,
+                    started=started,
+                    elapsed=time.perf_counter() - clock,
+                    peer=url,
+                    request=payload,
+                    reply=reply.message.payload if reply is not None else None,
+                    partner=self.community.home_community_id,
+                    error=_code_of(failure),
+                    detail=failure.message if failure is not None else "",
+                    header_blocks=blocks,
+                )
+            )
 
     async def discover(self, query: PatientDiscoveryQuery) -> PatientDiscoveryResponse:
         """Cross Gateway Patient Discovery [ITI-55], Initiating Gateway: one query, its answer."""
@@ -336,6 +338,14 @@ class PartnerClient:
             )
 
 
+def _code_of(failure: ImageBridgeError | None) -> str | None:
+    if failure is None:
+        return None
+    if isinstance(failure, SoapFaultReceived):
+        return failure.subcodes[-1] if failure.subcodes else failure.code
+    return failure.xds_error_code or failure.fault_code.value
+
+
 def _body_of(document: DocumentResponse, package: MtomPackage) -> StoredBody:
     if isinstance(document.document, XopInclude):
         return package.part_for_href(document.document.href).body
@@ -350,7 +360,15 @@ class PartnerClients:
     connection pools.  Plain ``http://`` partners share the default client.
     """
 
-    def __init__(self, *, max_connections: int = 200) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 200,
+        observer: TransactionObserver = NO_OBSERVER,
+        security: SecurityHeaders | None = None,
+    ) -> None:
+        self._observer = observer
+        self._security = security
         # Idle connections are dropped well before a partner's keep-alive timeout
         # (uvicorn's is 5 s) so a request never races the server closing one.
         self._limits = httpx.Limits(
@@ -370,7 +388,12 @@ class PartnerClients:
         return client
 
     def for_community(self, community: Community) -> PartnerClient:
-        return PartnerClient(community, self.soap_for(community.tls))
+        return PartnerClient(
+            community,
+            self.soap_for(community.tls),
+            observer=self._observer,
+            security=self._security,
+        )
 
     async def aclose(self) -> None:
         for http in self._http:

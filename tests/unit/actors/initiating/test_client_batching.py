@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from imagebridge.actors.initiating.client import batched, split_imaging_request
+from imagebridge.actors.initiating.batching import batched, split_imaging_request
 from imagebridge.model.ids import HomeCommunityId
 from imagebridge.model.imaging import ImagingDocumentLocator
 from imagebridge.model.retrieve import DocumentRequest, imaging_request_for
