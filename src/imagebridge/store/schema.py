@@ -40,6 +40,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -47,6 +48,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     UniqueConstraint,
 )
 from sqlalchemy.types import TypeDecorator
@@ -299,4 +301,39 @@ import_job_events = Table(
     Column("at", UtcDateTime, nullable=False),
     _text("message"),
     Index(None, "job_id", "id"),
+)
+
+# --- audit trail and performance measures (issue 7) ------------------------------------------
+# audit_outbox: each ATNA audit message is written here first (in the transaction's own
+# process, never waiting on the network); a sender drains it to the audit repository.
+audit_outbox = Table(
+    "audit_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    _text("event"),  # the transaction or event audited (ITI-55, RAD-75, import, ...)
+    Column("message", Text, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("sent_at", UtcDateTime, nullable=True),
+    _text("last_error", nullable=True),
+    Index(None, "sent_at", "next_attempt_at"),
+)
+
+# transaction_counters: guide section 5 performance measures, one row per month, partner,
+# transaction and role; latency is kept as a sum so the mean is exact over any period.
+transaction_counters = Table(
+    "transaction_counters",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    _text("month"),  # YYYY-MM, UTC
+    _text("partner"),  # the partner's homeCommunityId, or the client address when unknown
+    _text("transaction"),
+    _text("role"),
+    Column("requests", Integer, nullable=False, server_default="0"),
+    Column("errors", Integer, nullable=False, server_default="0"),
+    Column("latency_ms_total", Float, nullable=False, server_default="0"),
+    Column("studies", Integer, nullable=False, server_default="0"),
+    Column("documents", Integer, nullable=False, server_default="0"),
+    UniqueConstraint("month", "partner", "transaction", "role"),
 )
