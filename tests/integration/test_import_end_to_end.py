@@ -290,3 +290,52 @@ def _progress(database: Path) -> tuple[set[str], int] | None:
         return None
     finally:
         jobs.close()
+
+
+async def test_dry_run_shows_the_changes_per_attribute_and_stores_nothing(world: World) -> None:
+    before = world.local.instance_count()
+    code, out = await _run("fetch", "-c", str(world.config), *WHO, "--into", "pacs", "--dry-run")
+    assert "study verdict: import" in out, out
+    assert f"PatientID (0010,0020): '{ALICE.id}' -> '{LOCAL_MRN}'" in out
+    assert "IssuerOfPatientID (0010,0021)" in out
+    assert "OriginalAttributesSequence (0400,0561): + item COERCE" in out
+    assert "nothing was stored and no job was created" in out
+    assert world.local.instance_count() == before
+    jobs = JobStore.open(f"sqlite:///{world.database}")
+    try:
+        assert jobs.list_jobs() == []
+    finally:
+        jobs.close()
+    assert code == 1  # community C is down
+
+
+async def test_a_uid_already_used_by_another_local_patient_holds_that_study(
+    world: World, tmp_path: Path
+) -> None:
+    # The local PACS holds one of A's SOP Instance UIDs under somebody else.
+    victim = world.studies[0].files[0]
+    ds = dcmread(victim)
+    ds.PatientID = "SOMEONE-ELSE"
+    ds.PatientName = "OTHER^PERSON"
+    impostor = tmp_path / "impostor.dcm"
+    ds.save_as(impostor)
+    world.local.upload([impostor])
+    before = world.local.instance_count()
+
+    code, out = await _run("fetch", "-c", str(world.config), *WHO, "--into", "pacs")
+    assert code == 1, out
+    jobs = JobStore.open(f"sqlite:///{world.database}")
+    try:
+        by_study = {j.request.study_instance_uid: j for j in jobs.list_jobs()}
+        held = by_study[world.studies[0].study_instance_uid]
+        assert held.state is JobState.HELD, jobs.events(held.id)
+        assert held.hold_reason and "belongs to another local patient" in held.hold_reason
+        done = by_study[world.studies[1].study_instance_uid]
+        assert done.state is JobState.COMPLETED
+    finally:
+        jobs.close()
+    # Only B's study arrived; nothing of A's was filed under either patient.
+    assert world.local.instance_count() == before + len(world.studies[1].files)
+    assert (
+        dcmread(io.BytesIO(world.local.stored_file(ds.SOPInstanceUID))).PatientID == "SOMEONE-ELSE"
+    )

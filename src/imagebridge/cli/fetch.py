@@ -166,10 +166,7 @@ async def run_fetch(config: Config, request: FetchRequest, console: Console) -> 
             console.print(f"  [yellow]{problem}")
         _print_offers(console, offered.offers)
         chosen = _choose(offered.offers, request.studies)
-        if request.dry_run or not chosen:
-            _final_table(console, lines)
-            return 1 if _any_failed(lines) else 0
-        if request.into_pacs:
+        if request.into_pacs and chosen:
             _final_table(console, lines)
             status = await import_offers(
                 config,
@@ -178,8 +175,13 @@ async def run_fetch(config: Config, request: FetchRequest, console: Console) -> 
                 chosen,
                 mrn=request.mrn,
                 mrn_issuer=request.mrn_issuer,
+                clients=clients,
+                dry_run=request.dry_run,
             )
             return max(status, 1 if _any_failed(lines) else 0)
+        if request.dry_run or not chosen:
+            _final_table(console, lines)
+            return 1 if _any_failed(lines) else 0
         sink = FolderSink(request.into)
         status = await _retrieve(console, flow, chosen, sink, lines)
     _final_table(console, lines)

@@ -16,10 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
+from imagebridge.actors.initiating.client import PartnerClients
 from imagebridge.actors.initiating.pull import Demographics, StudyOffer
+from imagebridge.dicom.headers import parse_instance_header
+from imagebridge.dicom.reconcile import plan_study
+from imagebridge.errors import PartnerUnavailable
 from imagebridge.importing.base import HeldInstance, ImportTarget, PatientDemographics
+from imagebridge.model.directory import DirectorySnapshot
 from imagebridge.model.imaging import HierarchicDesignator, InstanceHeader
 from imagebridge.model.import_job import ImportJob, JobRequest, KosInstance
 from imagebridge.model.normalise import GivenNameRule
@@ -31,10 +37,12 @@ from imagebridge.model.reconcile import (
     LocalPatient,
     PatientSource,
     ReconcileSettings,
+    StudyPlan,
     TargetObject,
     TargetObjects,
     UidCollisionPolicy,
 )
+from imagebridge.model.retrieve import imaging_request_for
 from imagebridge.store.jobs import JobStore
 
 
@@ -269,3 +277,31 @@ def _designator(value: Any) -> HierarchicDesignator | None:
         str(value.get("universal_id", "")),
         str(value.get("universal_id_type", "")),
     )
+
+
+async def preview(
+    clients: PartnerClients,
+    directory: DirectorySnapshot,
+    target: ImportTarget,
+    offer: StudyOffer,
+    *,
+    settings: ReconcileSettings,
+    patient: LocalPatient,
+    now: datetime,
+    transfer_syntaxes: Sequence[str],
+) -> StudyPlan:
+    """The dry run of importing *offer*: the plan made on its first instance, retrieved with
+    RAD-75 (nothing is stored).  Study-level decisions follow from that instance's header;
+    per-instance collisions of the other instances show only in the real run."""
+    community = directory.get(offer.imaging_home) or offer.community
+    first = offer.locators[0]
+    request = imaging_request_for([first], offer.imaging_home, tuple(transfer_syntaxes))
+    result = await clients.for_community(community).retrieve_images(request)
+    with result:
+        if not result.documents:
+            why = "; ".join(e.code_context for e in result.errors) or "nothing returned"
+            raise PartnerUnavailable(f"the first instance could not be retrieved: {why}")
+        with result.documents[0].open() as stream:
+            header = parse_instance_header(stream)
+    held = await target_objects(target, [header])
+    return plan_study([header], patient, settings, held, now=now, source=offer.community.name[:64])
