@@ -29,10 +29,11 @@ from imagebridge.actors.responding.imaging_retrieve import (
     ImagingRetrieveResponder,
     ImagingRetrieveSettings,
 )
-from imagebridge.actors.responding.imaging_sources import ArchiveImagingSource, RemoteImagingSource
+from imagebridge.actors.responding.imaging_sources import ArchiveImagingSource
 from imagebridge.actors.responding.matching import MatchPolicy
 from imagebridge.actors.responding.patient_discovery import PatientDiscoveryResponder
 from imagebridge.actors.responding.query import CrossGatewayQueryResponder
+from imagebridge.actors.responding.remote_source import RemoteImagingSource
 from imagebridge.actors.responding.retrieve import CrossGatewayRetrieveResponder
 from imagebridge.config import Config, RepositoryConfig
 from imagebridge.dicom.metadata import ManifestMetadataSettings

@@ -39,8 +39,8 @@ from urllib.parse import quote
 import httpx
 
 from imagebridge.dicom.dicom_json import instance_header_from_json, study_summary_from_json
-from imagebridge.dicom.headers import identity_of
 from imagebridge.dicom.query import StudySummary, is_single_value
+from imagebridge.dicom.tag_scan import identity_of
 from imagebridge.errors import (
     DicomError,
     InstanceNotFound,

@@ -5,36 +5,8 @@ brings it up to date and every query (:meth:`~FolderSource.patient_studies`,
 :meth:`~FolderSource.study_instances`, :meth:`~FolderSource.iter_instances`)
 answers from it.  Only :meth:`~FolderSource.read_instance` touches the files.
 
-Indexing rules:
-
-* Every regular file under the root is considered, whatever its name, except
-  names starting with ``.`` (hidden files, and the temporary files of rsync
-  and most copy tools while they write).  Symbolic links to files are
-  followed; directory links are not.
-* A file is read (header only, ``stop_before_pixels``) when it is new or its
-  size or mtime changed since the last sync.  Files that are not DICOM, or
-  DICOM that cannot be indexed (no UIDs, no usable Patient ID), are recorded
-  with the reason and not read again until they change.  A file that cannot
-  be opened (permissions, removed meanwhile) is not recorded and is retried
-  by the next sync.
-* With ``min_age`` set, a new or changed file is read only once it has not
-  been modified for that many seconds, so files still being copied in are
-  left for a later round (reported as ``settling``).
-* A file that vanished takes its representation with it; an instance left
-  without representation, a study without instances and a patient without
-  studies leave the index.  A renamed file keeps its instance indexed.
-* **Duplicates**: an instance is keyed by SOP Instance UID *and* Transfer
-  Syntax UID, so one instance may have several files in different transfer
-  syntaxes (the NIST image folders store each instance up to four times:
-  ``<sop>/<transferSyntaxUID>``); all are kept as representations.  A second
-  file with the same SOP instance *and* transfer syntax is a duplicate: the
-  file indexed first is kept, the other is recorded as a duplicate (logged at
-  DEBUG, counted at INFO) and looked at again when a sync finds files
-  removed, so it takes over if the first one goes.
-* **Safety**: a root that is missing or unreadable raises
-  :class:`SourceUnavailable` and leaves the index as it was; so does a root
-  that is suddenly empty while the index holds files (an unmounted share
-  looks like that) unless ``sync(allow_empty=True)``.
+Indexing rules (new, changed, vanished and duplicate files, ``min_age``, the
+safety against an unmounted share): :mod:`imagebridge.sources.folder_index`.
 
 Watching: :meth:`FolderSource.watch` polls, re-syncing every *interval*
 seconds.  Polling is portable (inotify and friends differ per platform and
@@ -52,68 +24,29 @@ from __future__ import annotations
 
 import logging
 import os
-import time
-from collections.abc import AsyncIterator, Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from functools import partial
 from pathlib import Path
 
 import anyio
 import anyio.to_thread
 
-from imagebridge.dicom.headers import read_instance_header
-from imagebridge.errors import (
-    DicomError,
-    ImageBridgeError,
-    InstanceNotFound,
-    NotDicom,
-    PatientIdUnresolved,
-    SourceUnavailable,
-)
+from imagebridge.errors import ImageBridgeError, InstanceNotFound, SourceUnavailable
 from imagebridge.model.imaging import InstanceHeader
-from imagebridge.model.index import FileResult, FileStamp, IndexedFile, InstanceLocation
+from imagebridge.model.index import InstanceLocation
 from imagebridge.sources.base import ProbeResult, StudyVersion
+from imagebridge.sources.folder_index import SyncReport, sync_folder
 from imagebridge.store import Store
+from imagebridge.wire.chunks import FrontRoom
 
 logger = logging.getLogger(__name__)
 
 CHUNK_SIZE = 1 << 20
+"""Bytes per chunk when streaming a stored instance."""
 WHOLE_READ_LIMIT = 2 << 20
 """Files up to this size are read in one piece (one instance held at a time)."""
-"""Bytes per chunk when streaming a stored instance."""
 DEFAULT_BATCH_SIZE = 200
 """Files read and written per batch (one thread hop and one transaction)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SyncReport:
-    """Folder source, what one :meth:`FolderSource.sync` did (counts of files)."""
-
-    seen: int = 0
-    """Files found under the root."""
-    unchanged: int = 0
-    """Files skipped because size and mtime are as indexed."""
-    read: int = 0
-    """Files opened and parsed."""
-    indexed: int = 0
-    """Representations written (new or changed)."""
-    not_dicom: int = 0
-    errors: int = 0
-    """DICOM files that cannot be indexed, and files that could not be opened."""
-    duplicates: int = 0
-    removed: int = 0
-    """Vanished files forgotten."""
-    settling: int = 0
-    """New or changed files left for a later sync: modified less than ``min_age`` ago."""
-
-
-@dataclass(slots=True)
-class _Tally:
-    read: int = 0
-    indexed: int = 0
-    not_dicom: int = 0
-    errors: int = 0
-    duplicates: int = 0
 
 
 class FolderSource:
@@ -164,50 +97,14 @@ class FolderSource:
         (or suddenly empty, unless *allow_empty*); the index is then unchanged.
         """
         async with self._sync_lock:
-            on_disk = await anyio.to_thread.run_sync(self._scan)
-            known = await anyio.to_thread.run_sync(
-                self._store.indexed_files, self._repository_unique_id
+            report = await sync_folder(
+                self._root,
+                self._repository_unique_id,
+                self._store,
+                batch_size=self._batch_size,
+                min_age_ns=self._min_age_ns,
+                allow_empty=allow_empty,
             )
-            if not on_disk and known and not allow_empty:
-                raise SourceUnavailable(
-                    f"folder source {self._repository_unique_id}: the folder is empty but "
-                    f"{len(known)} files are indexed (unmounted?); not clearing the index"
-                )
-            vanished = {p for p in known if p not in on_disk}
-            settled_before = time.time_ns() - self._min_age_ns
-            todo = [s for p, s in on_disk.items() if _changed(known.get(p), s)]
-            settling = (
-                sum(1 for s in todo if s.mtime_ns > settled_before) if self._min_age_ns else 0
-            )
-            if settling:
-                todo = [s for s in todo if s.mtime_ns <= settled_before]
-            if vanished:
-                todo += [
-                    s
-                    for p, s in on_disk.items()
-                    if known.get(p) is not None
-                    and known[p].result is FileResult.DUPLICATE
-                    and not _changed(known[p], s)
-                ]
-            tally = _Tally()
-            for start in range(0, len(todo), self._batch_size):
-                batch = todo[start : start + self._batch_size]
-                await anyio.to_thread.run_sync(self._index_batch, batch, vanished, tally)
-            if vanished:
-                await anyio.to_thread.run_sync(
-                    self._store.forget_files, self._repository_unique_id, vanished
-                )
-        report = SyncReport(
-            seen=len(on_disk),
-            unchanged=len(on_disk) - len({s.path for s in todo}) - settling,
-            settling=settling,
-            read=tally.read,
-            indexed=tally.indexed,
-            not_dicom=tally.not_dicom,
-            errors=tally.errors,
-            duplicates=tally.duplicates,
-            removed=len(vanished),
-        )
         logger.info(
             "folder source %s synced: %d files, %d unchanged, %d read, %d indexed, "
             "%d not DICOM, %d errors, %d duplicates, %d removed, %d settling",
@@ -240,73 +137,6 @@ class FolderSource:
                 logger.warning(
                     "folder source %s: sync failed: %s", self._repository_unique_id, exc.message
                 )
-
-    def _scan(self) -> dict[str, FileStamp]:
-        """Walk the tree: relative POSIX path → stamp, for every regular non-hidden file."""
-        if not self._root.is_dir() or not os.access(self._root, os.R_OK | os.X_OK):
-            raise SourceUnavailable(
-                f"folder source {self._repository_unique_id}: folder {self._root} is missing "
-                "or unreadable"
-            )
-        found: dict[str, FileStamp] = {}
-
-        def failed(exc: OSError) -> None:
-            logger.warning(
-                "folder source %s: cannot list a folder: %s",
-                self._repository_unique_id,
-                exc.strerror,
-            )
-
-        for directory, subdirectories, names in os.walk(self._root, onerror=failed):
-            subdirectories[:] = sorted(d for d in subdirectories if not d.startswith("."))
-            base = Path(directory)
-            for name in sorted(names):
-                if name.startswith("."):
-                    continue
-                full = base / name
-                try:
-                    stat = full.stat()
-                except OSError:
-                    logger.debug("cannot stat %s", full)
-                    continue
-                if not full.is_file():
-                    continue
-                relative = full.relative_to(self._root).as_posix()
-                found[relative] = FileStamp(relative, stat.st_size, stat.st_mtime_ns)
-        return found
-
-    def _index_batch(
-        self, batch: Sequence[FileStamp], vanished: Collection[str], tally: _Tally
-    ) -> None:
-        """Read the headers of one batch of files and write them to the store (worker thread)."""
-        indexed: list[tuple[InstanceHeader, FileStamp]] = []
-        rejected: list[IndexedFile] = []
-        for stamp in batch:
-            try:
-                header = read_instance_header(self._root / stamp.path)
-                self._store.patient_id_of(header)
-            except NotDicom as exc:
-                rejected.append(IndexedFile(stamp, FileResult.NOT_DICOM, exc.message))
-                logger.debug("not DICOM: %s", stamp.path)
-            except (DicomError, PatientIdUnresolved) as exc:
-                rejected.append(IndexedFile(stamp, FileResult.ERROR, exc.message))
-                logger.debug("not indexable: %s: %s", stamp.path, exc.message)
-            except OSError as exc:
-                tally.errors += 1
-                logger.debug("cannot read %s: %s", stamp.path, exc)
-                continue
-            else:
-                indexed.append((header, stamp))
-            tally.read += 1
-        result = self._store.index_files(
-            self._repository_unique_id, indexed, rejected, vanished=vanished
-        )
-        for path in result.duplicates:
-            logger.debug("duplicate of an indexed instance, first file kept: %s", path)
-        tally.indexed += result.instances
-        tally.duplicates += len(result.duplicates)
-        tally.not_dicom += sum(1 for r in rejected if r.result is FileResult.NOT_DICOM)
-        tally.errors += sum(1 for r in rejected if r.result is FileResult.ERROR)
 
     # --- ImageSource ------------------------------------------------------------------
 
@@ -407,18 +237,22 @@ class FolderSource:
                 yield chunk
 
     async def read_whole(
-        self, locations: Sequence[InstanceLocation]
-    ) -> list[bytes | ImageBridgeError]:
+        self, locations: Sequence[InstanceLocation], *, room: int = 0
+    ) -> list[FrontRoom | ImageBridgeError]:
         """The bytes of several small representations, read in one worker-thread trip.
 
-        One entry per location, in order: the file's bytes, or the error
-        :meth:`read_location` would raise for it.  Meant for files up to
+        One entry per location, in order: the file's bytes, with *room* spare
+        bytes before them (for a part header, see :class:`FrontRoom`), or the
+        error :meth:`read_location` would raise for it.  Meant for files up to
         :data:`WHOLE_READ_LIMIT`; the caller bounds the total.
         """
-        return await anyio.to_thread.run_sync(self._read_whole, locations)
+        return await anyio.to_thread.run_sync(self._read_whole, locations, room)
 
-    def _read_whole(self, locations: Sequence[InstanceLocation]) -> list[bytes | ImageBridgeError]:
-        out: list[bytes | ImageBridgeError] = []
+    def _read_whole(
+        self, locations: Sequence[InstanceLocation], room: int
+    ) -> list[FrontRoom | ImageBridgeError]:
+        out: list[FrontRoom | ImageBridgeError] = []
+        root = os.fspath(self._root)
         for location in locations:
             if location.path is None or location.repository_unique_id != self._repository_unique_id:
                 out.append(
@@ -429,7 +263,7 @@ class FolderSource:
                 )
                 continue
             try:
-                out.append((self._root / location.path).read_bytes())
+                out.append(FrontRoom.read_file(os.path.join(root, location.path), room))
             except OSError as exc:
                 out.append(self._vanished(location.sop_instance_uid, exc))
         return out
@@ -458,8 +292,3 @@ class FolderSource:
 
     async def aclose(self) -> None:
         """Nothing to release: the store belongs to the caller, :meth:`watch` to its task group."""
-
-
-def _changed(known: IndexedFile | None, stamp: FileStamp) -> bool:
-    """True when a file is new or its size or mtime moved since it was indexed."""
-    return known is None or (known.stamp.size, known.stamp.mtime_ns) != (stamp.size, stamp.mtime_ns)

@@ -41,12 +41,13 @@ class ProducedMtomResponse(StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender, receiver = anyio.create_memory_object_stream[Attachment](self._reply.buffer)
         try:
-            async with anyio.create_task_group() as tasks:
-                tasks.start_soon(self._produce, sender)
-                self.body_iterator = self._body(receiver)
-                await super().__call__(scope, receive, send)
-                # Normal end: the producer already finished; after a disconnect, stop it.
-                tasks.cancel_scope.cancel()
+            with receiver:  # closed once the response is written or abandoned
+                async with anyio.create_task_group() as tasks:
+                    tasks.start_soon(self._produce, sender)
+                    self.body_iterator = self._body(receiver)
+                    await super().__call__(scope, receive, send)
+                    # Normal end: the producer already finished; after a disconnect, stop it.
+                    tasks.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._reply.close()
@@ -58,15 +59,42 @@ class ProducedMtomResponse(StreamingResponse):
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 log.info("client went away while the reply was being produced")
 
-    def _body(self, receiver: MemoryObjectReceiveStream[Attachment]) -> AsyncIterator[bytes]:
-        async def attachments() -> AsyncIterator[Attachment]:
-            async with receiver:
-                async for attachment in receiver:
-                    yield attachment
-
+    def _body(
+        self, receiver: MemoryObjectReceiveStream[Attachment]
+    ) -> AsyncIterator[bytes | memoryview]:
         async def root() -> bytes:
             return await self._root(await self._reply.payload())
 
+        # The channel is read without a generator per part; a small part is
+        # written as one chunk with its header (InstanceBody.with_head).
         return encode_mtom_root_last(
-            attachments(), root, boundary=self._boundary, root_content_id=self._root_content_id
+            _Ready(receiver), root, boundary=self._boundary, root_content_id=self._root_content_id
         )
+
+
+class _Ready:
+    """The attachments of a channel: those already there without a trip through the loop.
+
+    ``receive`` always yields to the event loop first, one loop round per part;
+    the response yields anyway whenever the socket is busy or the channel empty.
+    """
+
+    __slots__ = ("_receiver",)
+
+    def __init__(self, receiver: MemoryObjectReceiveStream[Attachment]) -> None:
+        self._receiver = receiver
+
+    def __aiter__(self) -> _Ready:
+        return self
+
+    async def __anext__(self) -> Attachment:
+        try:
+            return self._receiver.receive_nowait()
+        except anyio.WouldBlock:
+            pass
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+        try:
+            return await self._receiver.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None

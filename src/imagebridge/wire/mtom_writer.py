@@ -77,13 +77,18 @@ def encode_mtom_root_last(
     *,
     boundary: str,
     root_content_id: str,
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[bytes | memoryview]:
     """MTOM/XOP package writer that sends the attachments first and the root part last.
 
     The ``start`` parameter of :func:`mtom_content_type` names the root wherever
     it stands (RFC 2387), so a responder can stream parts as it fetches them and
     write the SOAP envelope, with the final status and per-document errors,
     once every part is known.  *root* is awaited after the last attachment.
+
+    A body with a ``with_head`` method (:class:`~imagebridge.wire.chunks.HeadedBody`)
+    is offered its part header and may return header and first chunk as one
+    chunk, so a small part costs one write, not two; that chunk may be a
+    ``memoryview``.
     """
     framing = _Framing(boundary, root_content_id)
     return _encode_root_last(framing, attachments, root)
@@ -93,13 +98,19 @@ async def _encode_root_last(
     framing: _Framing,
     attachments: Iterable[Attachment] | AsyncIterable[Attachment],
     root: Callable[[], Awaitable[bytes]],
-) -> AsyncIterator[bytes]:
+) -> AsyncIterator[bytes | memoryview]:
     first = True
-    async for attachment in each(attachments):
+    # An async source is iterated directly: one generator layer less per part.
+    source = attachments if isinstance(attachments, AsyncIterable) else each(attachments)
+    async for attachment in source:
         head = framing.part_head(attachment)
-        yield head[2:] if first else head  # no CRLF before the very first delimiter
-        first = False
+        if first:
+            head = head[2:]  # no CRLF before the very first delimiter
+            first = False
         body = attachment.body
+        with_head = getattr(body, "with_head", None)
+        merged = with_head(head) if with_head is not None else None
+        yield head if merged is None else merged
         if isinstance(body, AsyncIterable):  # iterated directly: one generator less per chunk
             async for chunk in body:
                 if chunk:

@@ -10,7 +10,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from imagebridge.dicom.headers import identity_from_prefix, identity_of, stored_identity
+from imagebridge.dicom.headers import stored_identity
+from imagebridge.dicom.tag_scan import identity_from_prefix, identity_of
 from imagebridge.errors import NotDicom
 
 SOP = "1.2.826.0.1.3680043.8.498.1"

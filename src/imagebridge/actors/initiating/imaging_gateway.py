@@ -41,7 +41,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from imagebridge.actors.initiating.batching import split_imaging_request
 from imagebridge.actors.initiating.client import PartnerClient, RetrieveResult
-from imagebridge.actors.responding.imaging_sources import InstanceBody
+from imagebridge.actors.responding.retrieved import InstanceBody
 from imagebridge.errors import ImageBridgeError, RetrieveInvalidUid
 from imagebridge.model.directory import Community, DirectorySnapshot
 from imagebridge.model.ids import HomeCommunityId

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 
-from imagebridge.actors.responding.imaging_sources import (
+from imagebridge.actors.responding.retrieved import (
     Cleanup,
     ImagingSourceBackend,
     InstanceBody,
@@ -46,7 +46,7 @@ from imagebridge.transport.messages import SoapRequest, StreamedReply
 from imagebridge.wire.mtom import Attachment
 from imagebridge.wire.xds import vocabulary as v
 from imagebridge.wire.xds.imaging_retrieve import parse_retrieve_imaging_document_set_request
-from imagebridge.wire.xds.retrieve import render_retrieve_document_set_response
+from imagebridge.wire.xds.retrieve_writer import RetrieveResponseWriter
 from imagebridge.wire.xml import Element
 
 log = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ class _Retrieval:
     cleanup: Cleanup
     documents: list[DocumentResponse] = field(default_factory=list)
     bodies: list[InstanceBody] = field(default_factory=list)
+    rendered: RetrieveResponseWriter = field(default_factory=RetrieveResponseWriter)
+    """The DocumentResponse elements, rendered as their parts are sent."""
 
     @property
     def location(self) -> str:
@@ -104,22 +106,23 @@ class _Retrieval:
                         self.errors.append(outcome)
                     else:
                         self.bodies.append(outcome.body)
-                        await sender.send(self._attachment(outcome))
+                        await _send(sender, self._attachment(outcome))
             except (anyio.BrokenResourceError, anyio.ClosedResourceError):
                 log.info("imaging retrieve: the client went away; stopping repository %s", repo)
 
     def _attachment(self, item: RetrievedInstance) -> Attachment:
         cid = f"i{len(self.documents)}.{item.locator.sop_instance_uid}@imagebridge"
-        self.documents.append(
-            DocumentResponse(
-                repository_unique_id=item.locator.repository_unique_id,
-                document_unique_id=item.locator.sop_instance_uid,
-                mime_type=v.MIME_DICOM,
-                document=XopInclude.for_content_id(cid),
-                home_community_id=self.settings.home if self.settings.cross_gateway else None,
-            )
+        document = DocumentResponse(
+            repository_unique_id=item.locator.repository_unique_id,
+            document_unique_id=item.locator.sop_instance_uid,
+            mime_type=v.MIME_DICOM,
+            document=XopInclude.for_content_id(cid),
+            home_community_id=self.settings.home if self.settings.cross_gateway else None,
         )
-        return Attachment(cid, v.MIME_DICOM, item.body)
+        attachment = Attachment(cid, v.MIME_DICOM, item.body)
+        self.documents.append(document)
+        self.rendered.add(document)  # while the parts stream, not all at the end
+        return attachment
 
     async def payload(self) -> Element:
         response = RetrieveDocumentSetResponse.consolidated(self.documents, self.errors)
@@ -128,13 +131,26 @@ class _Retrieval:
             len(self.documents),
             len(self.errors),
         )
-        return render_retrieve_document_set_response(response)
+        return self.rendered.finish(response.registry_response)
 
     async def close(self) -> None:
         # Parts fetched but never sent (client gone) still hold spools or open files.
         for body in self.bodies:
             await body.aclose()
         self.cleanup.run()
+
+
+async def _send(sender: MemoryObjectSendStream[Attachment], attachment: Attachment) -> None:
+    """Put *attachment* in the channel; wait (a checkpoint) only when it is full.
+
+    ``send`` always yields to the event loop first; with room in the channel
+    that is one loop round per part for nothing (the producer yields anyway
+    at its next file read or when the channel fills).
+    """
+    try:
+        sender.send_nowait(attachment)
+    except anyio.WouldBlock:
+        await sender.send(attachment)
 
 
 class ImagingRetrieveResponder:

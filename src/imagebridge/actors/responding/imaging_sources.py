@@ -1,16 +1,19 @@
-"""Imaging Document Source back ends of the imaging retrieve responder.
+"""Imaging Document Source back ends of the imaging retrieve responder: archives.
 
 One back end per configured repository: :class:`ArchiveImagingSource` serves
 an archive imagebridge reaches itself (folder, DICOMweb, DIMSE), choosing a
-stored representation by transfer syntax; :class:`RemoteImagingSource`
+stored representation by transfer syntax (small folder files are read in
+batches, :mod:`.folder_batches`);
+:class:`~imagebridge.actors.responding.remote_source.RemoteImagingSource`
 forwards to a remote Imaging Document Source with Retrieve Imaging Document
 Set [RAD-69] (an XDS-I.b community behind this gateway).
 
-Both produce, per requested instance, either a :class:`RetrievedInstance`
-whose bytes are ready to stream (an opened file, a spool file or a received
-MIME part; never a whole study in memory) or a :class:`RegistryError`.  A
-source that fails while an instance is being fetched yields an error for that
-instance, never half an instance.
+Both produce, per requested instance, either a
+:class:`~imagebridge.actors.responding.retrieved.RetrievedInstance` whose bytes
+are ready to stream (an opened file, a spool file or a received MIME part;
+never a whole study in memory) or a :class:`RegistryError`.  A source that
+fails while an instance is being fetched yields an error for that instance,
+never half an instance.
 """
 
 from __future__ import annotations
@@ -18,12 +21,21 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import BinaryIO, Protocol, cast
+from collections.abc import AsyncIterator, Sequence
+from typing import BinaryIO, cast
 
 import anyio.to_thread
 
+from imagebridge.actors.responding.folder_batches import FolderBatches
+from imagebridge.actors.responding.retrieved import (
+    Cleanup,
+    InstanceBody,
+    RetrievedInstance,
+    RetrieveOutcome,
+    fetch_error,
+    held,
+)
+from imagebridge.actors.responding.retrieved import error as _error
 from imagebridge.dicom.headers import stored_transfer_syntax
 from imagebridge.dicom.transcode import (
     Impossible,
@@ -34,71 +46,23 @@ from imagebridge.dicom.transcode import (
     installed_decoders,
     transcode,
 )
-from imagebridge.errors import ImageBridgeError, InstanceNotFound, SoapFaultReceived
+from imagebridge.errors import ImageBridgeError
 from imagebridge.model.ids import HomeCommunityId
 from imagebridge.model.imaging import ImagingDocumentLocator
 from imagebridge.model.index import InstanceLocation
-from imagebridge.model.outcome import RegistryError, Severity
-from imagebridge.model.retrieve import XopInclude, imaging_request_for
 from imagebridge.sources.base import ImageSource
 from imagebridge.sources.dicomweb import DicomWebSource
-from imagebridge.sources.folder import WHOLE_READ_LIMIT, FolderSource
+from imagebridge.sources.folder import FolderSource
 from imagebridge.store import Store
-from imagebridge.transactions import Transaction, spec_of
-from imagebridge.transport.client import SoapClient
-from imagebridge.wire.mtom import MtomPackage
 from imagebridge.wire.xds import vocabulary as v
-from imagebridge.wire.xds.imaging_retrieve import render_retrieve_imaging_document_set_request
-from imagebridge.wire.xds.retrieve import parse_retrieve_document_set_response
 
 log = logging.getLogger(__name__)
 
-CHUNK = 1024 * 1024
 SPOOL_IN_MEMORY = 1024 * 1024
 LOOKUP_BATCH = 200
 PACS_PARALLEL = 4
 SERIES_BULK_MIN = 4
 """From this many requested instances of one series, a DICOMweb archive is asked once."""
-READ_AHEAD = 4 * 1024 * 1024
-"""Small folder files are read together, up to about this many bytes per thread trip."""
-
-
-@dataclass(slots=True)
-class RetrievedInstance:
-    """One instance ready to be sent: its identity, transfer syntax and body chunks."""
-
-    locator: ImagingDocumentLocator
-    transfer_syntax_uid: str
-    body: InstanceBody
-
-
-RetrieveOutcome = RetrievedInstance | RegistryError
-
-
-class ImagingSourceBackend(Protocol):
-    """A repository the imaging retrieve responder can serve."""
-
-    def retrieve(
-        self, locators: Sequence[ImagingDocumentLocator], transfer_syntaxes: Sequence[str]
-    ) -> AsyncIterator[RetrieveOutcome]: ...
-
-
-@dataclass(slots=True)
-class Cleanup:
-    """Things to release when a reply is finished (spool files, received packages)."""
-
-    actions: list[Callable[[], None]] = field(default_factory=list)
-
-    def add(self, action: Callable[[], None]) -> None:
-        self.actions.append(action)
-
-    def run(self) -> None:
-        while self.actions:
-            action = self.actions.pop()
-            try:
-                action()
-            except OSError:
-                log.debug("cleanup action failed", exc_info=True)
 
 
 def _by_series(
@@ -110,18 +74,6 @@ def _by_series(
     return groups
 
 
-def _held(
-    locator: ImagingDocumentLocator, locations: Sequence[InstanceLocation]
-) -> list[InstanceLocation]:
-    """The representations that belong to the requested study and series."""
-    return [
-        loc
-        for loc in locations
-        if loc.study_instance_uid == locator.study_instance_uid
-        and loc.series_instance_uid == locator.series_instance_uid
-    ]
-
-
 def _spool() -> BinaryIO:
     """A temporary file kept in memory up to 1 MiB (one instance at a time)."""
     return cast(BinaryIO, tempfile.SpooledTemporaryFile(max_size=SPOOL_IN_MEMORY))
@@ -130,75 +82,6 @@ def _spool() -> BinaryIO:
 def _transfer_syntax_of(spool: BinaryIO) -> str:
     spool.seek(0)
     return stored_transfer_syntax(spool)
-
-
-def _error(code: str, context: str, location: str) -> RegistryError:
-    return RegistryError(code, context, Severity.ERROR, location)
-
-
-class InstanceBody:
-    """The bytes of one instance ready to send: async chunks plus an explicit release.
-
-    Unlike a plain async generator, :meth:`aclose` releases the resource even
-    if iteration never started (a reply whose client hung up before this part
-    was sent), so spool files and open archive files never outlive a request.
-    """
-
-    def __init__(
-        self,
-        first: bytes = b"",
-        *,
-        spool: BinaryIO | None = None,
-        rest: AsyncIterator[bytes] | None = None,
-        chunks: Iterator[bytes] | None = None,
-    ) -> None:
-        self._first = first
-        self._spool = spool
-        self._rest = rest
-        self._chunks = chunks
-        self._rewound = False
-
-    def __aiter__(self) -> InstanceBody:
-        return self
-
-    async def __anext__(self) -> bytes:
-        if self._first:
-            first, self._first = self._first, b""
-            return first
-        if self._spool is not None:
-            if not self._rewound:
-                self._spool.seek(0)
-                self._rewound = True
-            chunk = await anyio.to_thread.run_sync(self._spool.read, CHUNK)
-            if chunk:
-                return chunk
-        elif self._rest is not None:
-            chunk = await anext(self._rest, b"")
-            if chunk:
-                return chunk
-        elif self._chunks is not None:
-            chunk = next(self._chunks, b"")
-            if chunk:
-                return chunk
-        await self.aclose()
-        raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        """Release the spool, the open file or the part reader (idempotent)."""
-        if self._spool is not None:
-            self._spool.close()
-            self._spool = None
-        if self._rest is not None:
-            rest, self._rest = self._rest, None
-            closer = getattr(rest, "aclose", None)
-            if closer is not None:
-                await closer()
-        if self._chunks is not None:
-            chunks, self._chunks = self._chunks, None
-            closer_sync = getattr(chunks, "close", None)
-            if closer_sync is not None:
-                closer_sync()
-        self._first = b""
 
 
 class ArchiveImagingSource:
@@ -218,6 +101,11 @@ class ArchiveImagingSource:
         self._location = location
         self._cleanup = cleanup or Cleanup()
         self._decodable = decodable if decodable is not None else installed_decoders()
+        self._folder = (
+            FolderBatches(source, self._decodable, location, self._one)
+            if isinstance(source, FolderSource)
+            else None
+        )
 
     async def retrieve(
         self, locators: Sequence[ImagingDocumentLocator], transfer_syntaxes: Sequence[str]
@@ -238,8 +126,8 @@ class ArchiveImagingSource:
             found = await anyio.to_thread.run_sync(
                 self._store.instance_locations_many, [loc.sop_instance_uid for loc in batch], repo
             )
-            if isinstance(self._source, FolderSource):
-                async for outcome in self._folder(self._source, batch, found, transfer_syntaxes):
+            if self._folder is not None:
+                async for outcome in self._folder.outcomes(batch, found, transfer_syntaxes):
                     yield outcome
                 continue
             singles = list(batch)
@@ -248,82 +136,6 @@ class ArchiveImagingSource:
                 chunk = singles[window : window + PACS_PARALLEL]
                 for result in await self._several(chunk, found, transfer_syntaxes):
                     yield result
-
-    async def _folder(
-        self,
-        source: FolderSource,
-        locators: Sequence[ImagingDocumentLocator],
-        found: dict[str, list[InstanceLocation]],
-        transfer_syntaxes: Sequence[str],
-    ) -> AsyncIterator[RetrieveOutcome]:
-        """Instances of a folder: small files sent as stored are read several per thread trip."""
-        pending: list[tuple[ImagingDocumentLocator, InstanceLocation, str]] = []
-        size = 0
-        for locator in locators:
-            locations = found.get(locator.sop_instance_uid, [])
-            stored = self._stored_small(locator, locations, transfer_syntaxes)
-            if stored is None:
-                yield await self._one(locator, locations, transfer_syntaxes)
-                continue
-            pending.append((locator, *stored))
-            size += stored[0].file_size or 0
-            if size >= READ_AHEAD or len(pending) >= LOOKUP_BATCH:
-                for outcome in await self._read_pending(source, pending):
-                    yield outcome
-                pending, size = [], 0
-        for outcome in await self._read_pending(source, pending):
-            yield outcome
-
-    def _stored_small(
-        self,
-        locator: ImagingDocumentLocator,
-        locations: Sequence[InstanceLocation],
-        transfer_syntaxes: Sequence[str],
-    ) -> tuple[InstanceLocation, str] | None:
-        """The small file to send as stored, or None when :meth:`_one` must decide."""
-        held = _held(locator, locations)
-        if not held:
-            return None
-        choice = choose_representation(
-            [loc.transfer_syntax_uid for loc in held],
-            transfer_syntaxes,
-            decodable=self._decodable,
-            sop_instance_uid=locator.sop_instance_uid,
-        )
-        if not isinstance(choice, SendStored):
-            return None
-        chosen = next(loc for loc in held if loc.transfer_syntax_uid == choice.transfer_syntax)
-        if chosen.file_size is None or chosen.file_size > WHOLE_READ_LIMIT:
-            return None
-        return chosen, choice.transfer_syntax
-
-    async def _read_pending(
-        self,
-        source: FolderSource,
-        pending: Sequence[tuple[ImagingDocumentLocator, InstanceLocation, str]],
-    ) -> list[RetrieveOutcome]:
-        if not pending:
-            return []
-        read = await source.read_whole([location for _, location, _ in pending])
-        outcomes: list[RetrieveOutcome] = []
-        for (locator, _, syntax), data in zip(pending, read, strict=True):
-            if isinstance(data, bytes):
-                outcomes.append(RetrievedInstance(locator, syntax, InstanceBody(data)))
-            else:
-                outcomes.append(self._fetch_error(locator, data))
-        return outcomes
-
-    def _fetch_error(self, locator: ImagingDocumentLocator, exc: ImageBridgeError) -> RegistryError:
-        log.info("instance fetch failed in %s: %s", self._source.repository_unique_id, exc.message)
-        code = (
-            v.XDS_DOCUMENT_UNIQUE_ID_ERROR
-            if isinstance(exc, InstanceNotFound)
-            # An archive failing during a retrieve is a repository error here.
-            else v.XDS_REPOSITORY_ERROR
-        )
-        return _error(
-            code, f"SOP Instance {locator.sop_instance_uid}: {exc.message}", self._location
-        )
 
     async def _series(
         self,
@@ -421,15 +233,15 @@ class ArchiveImagingSource:
         transfer_syntaxes: Sequence[str],
     ) -> RetrieveOutcome:
         repo = self._source.repository_unique_id
-        held = _held(locator, locations)
-        if not held:
+        candidates = held(locator, locations)
+        if not candidates:
             return _error(
                 v.XDS_DOCUMENT_UNIQUE_ID_ERROR,
                 f"SOP Instance {locator.sop_instance_uid} of series "
                 f"{locator.series_instance_uid} is not held by repository {repo}",
                 self._location,
             )
-        stored = [loc.transfer_syntax_uid for loc in held]
+        stored = [loc.transfer_syntax_uid for loc in candidates]
         choice = choose_representation(
             stored,
             transfer_syntaxes,
@@ -441,20 +253,20 @@ class ArchiveImagingSource:
         try:
             if isinstance(choice, SendStored):
                 chosen = next(
-                    loc for loc in held if loc.transfer_syntax_uid == choice.transfer_syntax
+                    loc for loc in candidates if loc.transfer_syntax_uid == choice.transfer_syntax
                 )
                 body = await self._fetch(locator, chosen)
                 return RetrievedInstance(locator, choice.transfer_syntax, body)
             if isinstance(choice, Transcode):
-                source = next(loc for loc in held if loc.transfer_syntax_uid == choice.source)
+                source = next(loc for loc in candidates if loc.transfer_syntax_uid == choice.source)
                 spool = await self._spooled(locator, source)
                 return await self._transcoded(locator, spool, choice.target)
             # FetchAndDecide: the archive did not say how it stores the instance.
-            spool = await self._spooled(locator, held[0])
+            spool = await self._spooled(locator, candidates[0])
             actual = await anyio.to_thread.run_sync(_transfer_syntax_of, spool)
             return await self._decided(locator, actual, spool, transfer_syntaxes)
         except ImageBridgeError as exc:
-            return self._fetch_error(locator, exc)
+            return fetch_error(locator, exc, repo, self._location)
 
     async def _transcoded(
         self, locator: ImagingDocumentLocator, spool: BinaryIO, target: str
@@ -505,83 +317,6 @@ class ArchiveImagingSource:
         return self._source.read_instance(
             locator.study_instance_uid, locator.series_instance_uid, locator.sop_instance_uid
         )
-
-
-class RemoteImagingSource:
-    """Forwards to a remote Imaging Document Source with RAD-69 and relays its answer."""
-
-    def __init__(
-        self,
-        repository_unique_id: str,
-        url: str,
-        client: SoapClient,
-        home: HomeCommunityId,
-        cleanup: Cleanup,
-    ) -> None:
-        self._repository_unique_id = repository_unique_id
-        self._url = url
-        self._client = client
-        self._home = home
-        self._location = home.urn
-        self._cleanup = cleanup
-
-    async def retrieve(
-        self, locators: Sequence[ImagingDocumentLocator], transfer_syntaxes: Sequence[str]
-    ) -> AsyncIterator[RetrieveOutcome]:
-        # The HomeCommunityId of the RAD-75 travels on (NIST's RIG tests compare it).
-        request = imaging_request_for(locators, self._home, tuple(transfer_syntaxes))
-        try:
-            reply = await self._client.call(
-                spec_of(Transaction.RAD_69),
-                self._url,
-                render_retrieve_imaging_document_set_request(request),
-            )
-        except (ImageBridgeError, SoapFaultReceived) as exc:
-            log.warning("RAD-69 to %s failed: %s", self._repository_unique_id, exc.message)
-            for locator in locators:
-                yield _error(
-                    v.XDS_REPOSITORY_ERROR,
-                    f"SOP Instance {locator.sop_instance_uid}: Imaging Document Source "
-                    f"{self._repository_unique_id} did not answer ({exc.message})",
-                    self._location,
-                )
-            return
-        package: MtomPackage = reply.package
-        self._cleanup.add(package.close)
-        try:
-            response = parse_retrieve_document_set_response(reply.payload)
-        except ImageBridgeError as exc:
-            for locator in locators:
-                yield _error(
-                    v.XDS_REPOSITORY_ERROR,
-                    f"SOP Instance {locator.sop_instance_uid}: "
-                    f"unusable RAD-69 reply ({exc.message})",
-                    self._location,
-                )
-            return
-        wanted = {loc.sop_instance_uid: loc for loc in locators}
-        for document in response.document_responses:
-            found = wanted.pop(document.document_unique_id, None)
-            if found is None:
-                continue  # not asked for: ignore rather than pass on
-            if isinstance(document.document, XopInclude):
-                part = package.part_for_href(document.document.href)
-                body = InstanceBody(chunks=part.chunks(CHUNK))
-            else:
-                body = InstanceBody(document.document)
-            yield RetrievedInstance(found, "", body)
-        for error in response.errors:
-            yield RegistryError(
-                error.error_code, error.code_context, error.severity, self._location
-            )
-        if wanted and not response.errors:
-            for missing in wanted.values():
-                yield _error(
-                    v.XDS_DOCUMENT_UNIQUE_ID_ERROR,
-                    f"SOP Instance {missing.sop_instance_uid} was not returned by "
-                    f"Imaging Document Source {self._repository_unique_id}",
-                    self._location,
-                )
 
 
 def home_location(home: HomeCommunityId | None, repository: str) -> str:

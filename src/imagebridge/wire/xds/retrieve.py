@@ -31,6 +31,7 @@ limit (:class:`TooManyElements`).
 from __future__ import annotations
 
 import base64
+import functools
 from collections.abc import Callable, Mapping
 
 from lxml import etree
@@ -52,10 +53,8 @@ from imagebridge.model.retrieve import (
     XopInclude,
 )
 from imagebridge.wire import ns
-from imagebridge.wire.xds.registry_response import (
-    parse_registry_response,
-    render_registry_response,
-)
+from imagebridge.wire.xds.registry_response import parse_registry_response
+from imagebridge.wire.xds.retrieve_writer import RetrieveResponseWriter, text_child
 from imagebridge.wire.xml import Element, elements, expect, qname_of, text_of
 
 DEFAULT_MAX_DOCUMENTS = 10_000
@@ -154,6 +153,51 @@ def _opaque_id(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=16)
+def _document_request_tags(namespaces: tuple[str, ...]) -> dict[str, int]:
+    """Clark tag -> slot (index in _DOCUMENT_REQUEST_CHILDREN) for the accepted namespaces."""
+    return {
+        ns.q(namespace, local): slot
+        for slot, local in enumerate(_DOCUMENT_REQUEST_CHILDREN)
+        for namespace in namespaces
+    }
+
+
+@functools.lru_cache(maxsize=64)
+def _home_of_text(text: str) -> HomeCommunityId:
+    return HomeCommunityId.parse(text)  # a request names one or a few communities
+
+
+def _plain_document_request(
+    el: Element, namespaces: tuple[str, ...], document_id: Callable[[str], str]
+) -> DocumentRequest | None:
+    """The common case of :func:`parse_document_request` at C speed, or None when unsure.
+
+    Only a DocumentRequest whose children are the known elements, each at most
+    once, each holding nothing but text, is decoded here; anything else (a
+    comment, an unknown or repeated element, a missing one) returns None and
+    the general path decodes it, raising exactly its errors.
+    """
+    tags = _document_request_tags(namespaces)
+    texts: list[str | None] = [None, None, None]
+    for c in el:
+        slot = tags.get(c.tag)  # a comment's tag is a function: no slot
+        if slot is None or texts[slot] is not None or len(c):
+            return None
+        texts[slot] = (c.text or "").strip()
+    home, repository, document = texts
+    if repository is None or document is None:
+        return None
+    repository_id = strip_urn_oid(repository)
+    if not repository_id:
+        raise MissingElement(f"element {_DOCUMENT_REQUEST_CHILDREN[1]} is empty")
+    return DocumentRequest(
+        repository_unique_id=repository_id,
+        document_unique_id=document_id(document),
+        home_community_id=_home_of_text(home) if home else None,
+    )
+
+
 def parse_document_request(
     el: Element,
     namespaces: tuple[str, ...] = (ns.XDS,),
@@ -164,6 +208,9 @@ def parse_document_request(
     *document_id* checks the stripped DocumentUniqueId text and returns the
     value to keep (the imaging codec passes a DICOM UID check).
     """
+    plain = _plain_document_request(el, namespaces, document_id)
+    if plain is not None:
+        return plain
     groups = group_children(el, {name: namespaces for name in _DOCUMENT_REQUEST_CHILDREN})
     return DocumentRequest(
         repository_unique_id=_repository_id(
@@ -180,14 +227,10 @@ def render_document_request(parent: Element, request: DocumentRequest) -> Elemen
     """Append ``xds:DocumentRequest`` to *parent* (always in the XDS.b namespace)."""
     el = etree.SubElement(parent, ns.q(ns.XDS, "DocumentRequest"))
     if request.home_community_id is not None:
-        _text_child(el, "HomeCommunityId", request.home_community_id.urn)
-    _text_child(el, "RepositoryUniqueId", request.repository_unique_id)
-    _text_child(el, "DocumentUniqueId", request.document_unique_id)
+        text_child(el, "HomeCommunityId", request.home_community_id.urn)
+    text_child(el, "RepositoryUniqueId", request.repository_unique_id)
+    text_child(el, "DocumentUniqueId", request.document_unique_id)
     return el
-
-
-def _text_child(parent: Element, local: str, text: str) -> None:
-    etree.SubElement(parent, ns.q(ns.XDS, local)).text = text
 
 
 # --- request ---------------------------------------------------------------------------
@@ -297,33 +340,7 @@ def render_retrieve_document_set_response(response: RetrieveDocumentSetResponse)
     href="cid:..."/></xds:Document>`` for the MTOM layer; inline bytes become
     canonical base64 (no line breaks).
     """
-    root = etree.Element(
-        ns.q(ns.XDS, "RetrieveDocumentSetResponse"), nsmap={"xds": ns.XDS, "rs": ns.RS}
-    )
-    root.append(render_registry_response(response.registry_response))
+    writer = RetrieveResponseWriter()
     for item in response.document_responses:
-        _render_document_response(root, item)
-    return root
-
-
-def _render_document_response(parent: Element, item: DocumentResponse) -> None:
-    if item.repository_unique_id is None:
-        raise InvalidValue(
-            f"DocumentResponse for {item.document_unique_id} has no RepositoryUniqueId to render"
-        )
-    el = etree.SubElement(parent, ns.q(ns.XDS, "DocumentResponse"))
-    if item.home_community_id is not None:
-        _text_child(el, "HomeCommunityId", item.home_community_id.urn)
-    _text_child(el, "RepositoryUniqueId", item.repository_unique_id)
-    _text_child(el, "DocumentUniqueId", item.document_unique_id)
-    if item.new_repository_unique_id is not None:
-        _text_child(el, "NewRepositoryUniqueId", item.new_repository_unique_id)
-    if item.new_document_unique_id is not None:
-        _text_child(el, "NewDocumentUniqueId", item.new_document_unique_id)
-    _text_child(el, "mimeType", item.mime_type)
-    document = etree.SubElement(el, ns.q(ns.XDS, "Document"))
-    if isinstance(item.document, XopInclude):
-        include = etree.SubElement(document, ns.q(ns.XOP, "Include"), nsmap={"xop": ns.XOP})
-        include.set("href", item.document.href)
-    else:
-        document.text = base64.b64encode(item.document).decode("ascii")
+        writer.add(item)
+    return writer.finish(response.registry_response)
