@@ -25,6 +25,7 @@ from imagebridge.actors.initiating.pull import PullSettings
 from imagebridge.actors.initiating.workflow import PullWorkflow
 from imagebridge.directory.static import communities_from_config
 from imagebridge.model.directory import DirectorySnapshot
+from imagebridge.security.tls import HOST_MISMATCH, UNKNOWN_CA
 from tests.http_server import running_server
 from tests.integration.test_pull_workflow import ALICE_DEMOGRAPHICS, US, A, _responder
 
@@ -130,10 +131,10 @@ async def test_only_partners_whose_certificate_we_trust_are_asked(pki: Pki) -> N
     for name in ("2", "3"):
         status, detail = got[name]
         assert status is OutcomeStatus.UNREACHABLE
-        assert "CERTIFICATE_VERIFY_FAILED" in detail or "certificate verify failed" in detail
+        assert UNKNOWN_CA in detail  # "partner certificate not trusted (unknown CA): ..."
     status, detail = got["4"]
     assert status is OutcomeStatus.UNREACHABLE
-    assert "match" in detail.lower() or "hostname" in detail.lower()
+    assert HOST_MISMATCH in detail
 
 
 async def test_mutual_tls_presents_our_certificate_when_configured(pki: Pki) -> None:
@@ -150,3 +151,4 @@ async def test_mutual_tls_presents_our_certificate_when_configured(pki: Pki) -> 
     got = await _discover(directory)
     assert got["5"][0] is OutcomeStatus.OK
     assert got["6"][0] in (OutcomeStatus.UNREACHABLE, OutcomeStatus.ERROR)
+    assert "client certificate" in got["6"][1]

@@ -21,6 +21,7 @@ from imagebridge.errors import (
     SoapFaultReceived,
     SoapNotEnvelope,
 )
+from imagebridge.security.tls import CLOSED_BEFORE_ANSWER, describe_tls_failure
 from imagebridge.transactions import TransactionSpec
 from imagebridge.transport.faults import SOAP_CONTENT_TYPE
 from imagebridge.wire.mtom import (
@@ -115,11 +116,7 @@ class SoapClient:
         except httpx.TimeoutException as exc:
             raise PartnerTimeout(f"{spec.code} to {url} timed out: {type(exc).__name__}") from exc
         except httpx.TransportError as exc:
-            reason = str(exc).strip()[:300]
-            raise PartnerUnavailable(
-                f"{spec.code} to {url} failed: {type(exc).__name__}"
-                + (f" ({reason})" if reason else "")
-            ) from exc
+            raise PartnerUnavailable(f"{spec.code} to {url} failed: {_reason(exc, url)}") from exc
         try:
             package = await read_mtom(
                 reply.headers.get("content-type", ""),
@@ -132,7 +129,10 @@ class SoapClient:
                 f"{spec.code} reply from {url} stalled: {type(exc).__name__}"
             ) from exc
         except httpx.TransportError as exc:
-            raise PartnerUnavailable(f"{spec.code} reply from {url} broke off") from exc
+            tls = describe_tls_failure(exc)
+            raise PartnerUnavailable(
+                f"{spec.code} reply from {url} broke off" + (f": {tls}" if tls else "")
+            ) from exc
         finally:
             await reply.aclose()
         try:
@@ -154,3 +154,14 @@ class SoapClient:
             package.close()
             raise
         return SoapResponse(message, package, reply.status_code)
+
+
+def _reason(exc: httpx.TransportError, url: str) -> str:
+    """Why a request failed: the TLS failure in words when it is one, else the error."""
+    tls = describe_tls_failure(exc)
+    if tls is None and isinstance(exc, httpx.ReadError) and url.lower().startswith("https:"):
+        tls = CLOSED_BEFORE_ANSWER  # TLS 1.3: a refused client certificate shows up here
+    if tls is not None:
+        return tls
+    reason = str(exc).strip()[:300]
+    return type(exc).__name__ + (f" ({reason})" if reason else "")
