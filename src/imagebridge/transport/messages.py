@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from anyio.streams.memory import MemoryObjectSendStream
 
+from imagebridge.model.caller import VerifiedCaller
 from imagebridge.transactions import TransactionSpec
 from imagebridge.wire.mtom import Attachment, MtomPart
 from imagebridge.wire.wsa import AddressingHeaders
@@ -23,6 +24,8 @@ class SoapRequest:
     header_blocks: tuple[Element, ...] = ()
     attachments: Mapping[str, MtomPart] = field(default_factory=dict)
     client_host: str | None = None
+    caller: VerifiedCaller | None = None
+    """The requester verified from the XUA assertion (None: no verifier, or none required)."""
 
 
 @dataclass(frozen=True, slots=True)

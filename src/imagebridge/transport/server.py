@@ -23,6 +23,7 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from imagebridge.errors import ImageBridgeError, SoapNotEnvelope, UnexpectedElement
+from imagebridge.model.caller import VerifiedCaller
 from imagebridge.transactions import Transaction, TransactionSpec, spec_of
 from imagebridge.transport.events import (
     NO_OBSERVER,
@@ -53,6 +54,8 @@ from imagebridge.wire.xml import DEFAULT_LIMITS, Element, XmlLimits, parse_xml, 
 log = logging.getLogger(__name__)
 
 Handler = Callable[[SoapRequest], Awaitable[SoapReply | StreamedReply]]
+SecurityCheck = Callable[[SoapRequest], Awaitable[VerifiedCaller | None]]
+"""Runs before every handler (XUA verification); what it raises is answered as a fault."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,10 +90,12 @@ class SoapDispatcher:
         endpoint: SoapEndpoint,
         limits: ServerLimits,
         observer: TransactionObserver = NO_OBSERVER,
+        verifier: SecurityCheck | None = None,
     ) -> None:
         self._endpoint = endpoint
         self._limits = limits
         self._observer = observer
+        self._verifier = verifier
 
     async def dispatch(self, request: Request) -> Response:
         started = datetime.now(UTC)
@@ -105,6 +110,7 @@ class SoapDispatcher:
         relates_to: str | None = None
         spec: TransactionSpec | None = None
         message = None
+        caller: VerifiedCaller | None = None
 
         def report(reply: Element | None, error: ImageBridgeError | Exception | None) -> None:
             if spec is None:
@@ -128,6 +134,7 @@ class SoapDispatcher:
                     error=code,
                     detail=getattr(error, "message", "") if error is not None else "",
                     header_blocks=message.header_blocks if message is not None else (),
+                    user=caller.audit_user_id if caller is not None else None,
                 )
             )
 
@@ -147,6 +154,9 @@ class SoapDispatcher:
                 attachments=package.parts,
                 client_host=request.client.host if request.client else None,
             )
+            if self._verifier is not None:
+                caller = await self._verifier(soap_request)
+                soap_request = replace(soap_request, caller=caller)
             handler = self._endpoint.handlers[spec.transaction]
             log.info("%s request %s on %s", spec.code, relates_to, self._endpoint.path)
             reply = await handler(soap_request)
@@ -222,11 +232,13 @@ def soap_routes(
     endpoints: Sequence[SoapEndpoint],
     limits: ServerLimits | None = None,
     observer: TransactionObserver = NO_OBSERVER,
+    verifier: SecurityCheck | None = None,
 ) -> list[Route]:
-    """Starlette routes (POST only) for *endpoints*; *observer* hears every transaction."""
+    """Starlette routes (POST only) for *endpoints*; *observer* hears every transaction,
+    *verifier* (XUA) runs before every handler."""
     chosen = limits or ServerLimits()
     return [
-        Route(e.path, SoapDispatcher(e, chosen, observer).dispatch, methods=["POST"])
+        Route(e.path, SoapDispatcher(e, chosen, observer, verifier).dispatch, methods=["POST"])
         for e in endpoints
     ]
 
@@ -235,14 +247,16 @@ def soap_app(
     endpoints: Sequence[SoapEndpoint],
     limits: ServerLimits | None = None,
     observer: TransactionObserver = NO_OBSERVER,
+    verifier: SecurityCheck | None = None,
 ) -> Starlette:
     """A bare ASGI application serving *endpoints* (the composition root adds lifespan)."""
-    return Starlette(routes=soap_routes(endpoints, limits, observer))
+    return Starlette(routes=soap_routes(endpoints, limits, observer, verifier))
 
 
 __all__ = [
     "Handler",
     "MtomPackage",
+    "SecurityCheck",
     "ServerLimits",
     "SoapDispatcher",
     "SoapEndpoint",

@@ -62,6 +62,11 @@ def parse_security(el: Element) -> SecurityHeader:
     return SecurityHeader(timestamp, assertion, tuple(signatures), tuple(other), source=el)
 
 
+def parse_timestamp(el: Element) -> Timestamp:
+    """Decode one ``wsu:Timestamp``; :class:`InvalidSecurity` if Created/Expires are malformed."""
+    return _timestamp(el)
+
+
 def _timestamp(el: Element) -> Timestamp:
     try:
         created = child(el, ns.WSU, "Created")
