@@ -1,4 +1,4 @@
-"""The codec self-check that ``make demo`` runs until the full demo lands."""
+"""The codec self-check (`imagebridge selfcheck`): every message survives the round trip."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``imagebridge demo`` (for now): the codec self-check, printed for a person to read.
+"""``imagebridge selfcheck``: the codec self-check, printed for a person to read.
 
 It walks the whole referral flow on the wire, without a network: an XCPD
 query and its match, an ITI-38 FindDocuments for KOS manifests and its
