@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from imagebridge.importing.base import (
     HeldInstance,
+    IdentifiedFile,
     ImportInstance,
     ImportStatus,
     ImportTarget,
@@ -32,6 +33,7 @@ __all__ = [
     "FolderTarget",
     "FolderTargetConfig",
     "HeldInstance",
+    "IdentifiedFile",
     "ImportInstance",
     "ImportStatus",
     "ImportTarget",

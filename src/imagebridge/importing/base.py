@@ -44,8 +44,29 @@ class InstanceStream(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class IdentifiedFile:
+    """A Part-10 file whose UIDs and transfer syntax the caller already knows.
+
+    It is a path (``os.PathLike``) to every target; :meth:`ImportTarget.store`
+    takes its identity as given instead of reading its header again (the
+    importer has just written the file from a header it parsed).
+    """
+
+    path: str
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+
+    def __fspath__(self) -> str:
+        return self.path
+
+
 ImportInstance = str | os.PathLike[str] | InstanceStream
-"""One Part-10 instance to import: a file path, or a body that opens as a stream."""
+"""One Part-10 instance to import: a file path (perhaps an :class:`IdentifiedFile`), or a body
+that opens as a stream."""
 
 
 class ImportStatus(Enum):
@@ -160,8 +181,15 @@ class ImportTarget(Protocol):
         """``folder``, ``stow`` or ``cstore``."""
         ...
 
-    async def store(self, instances: Sequence[ImportInstance]) -> StoreReport:
-        """Store *instances* (de-duplicated by SOP Instance UID); never raises for a refusal."""
+    async def store(
+        self, instances: Sequence[ImportInstance], *, known_present: frozenset[str] | None = None
+    ) -> StoreReport:
+        """Store *instances* (de-duplicated by SOP Instance UID); never raises for a refusal.
+
+        *known_present*: SOP Instance UIDs the caller already knows the target
+        holds (it has just listed the study): the target then does not ask
+        itself (:meth:`present`) before storing; ``None`` (the default): it asks.
+        """
         ...
 
     async def present(self, study_instance_uid: str) -> frozenset[str]:
@@ -184,4 +212,13 @@ class ImportTarget(Protocol):
 
     async def aclose(self) -> None:
         """Release connections."""
+        ...
+
+
+@runtime_checkable
+class SopListLookup(Protocol):
+    """An import target that looks up many SOP Instance UIDs in one query (QIDO-RS lists)."""
+
+    async def objects_by_sop(self, sop_instance_uids: Sequence[str]) -> list[HeldInstance]:
+        """Instances the target holds under any of *sop_instance_uids*, whatever the study."""
         ...

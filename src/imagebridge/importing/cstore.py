@@ -100,11 +100,17 @@ class CStoreTarget:
         """Always ``cstore``."""
         return "cstore"
 
-    async def store(self, instances: Sequence[ImportInstance]) -> StoreReport:
-        """C-STORE, one association a batch, of the instances the PACS does not hold yet."""
+    async def store(
+        self, instances: Sequence[ImportInstance], *, known_present: frozenset[str] | None = None
+    ) -> StoreReport:
+        """C-STORE, one association a batch, of the instances the PACS does not hold yet.
+
+        *known_present*: what the caller knows this target holds (then not asked again).
+        """
         return await store_new(
             instances,
             present=self.present,
+            known_present=known_present,
             send=self._send,
             batch_size=self._config.batch_size,
             batch_bytes=self._config.batch_bytes,

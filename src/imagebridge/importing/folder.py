@@ -101,11 +101,17 @@ class FolderTarget:
         """The folder the tree starts at."""
         return self._root
 
-    async def store(self, instances: Sequence[ImportInstance]) -> StoreReport:
-        """Write each instance not yet in the tree (see :func:`~.instances.store_new`)."""
+    async def store(
+        self, instances: Sequence[ImportInstance], *, known_present: frozenset[str] | None = None
+    ) -> StoreReport:
+        """Write each instance not yet in the tree (see :func:`~.instances.store_new`).
+
+        *known_present*: what the caller knows this target holds (then not asked again).
+        """
         return await store_new(
             instances,
             present=self.present,
+            known_present=known_present,
             send=self._send,
             batch_size=100,
             batch_bytes=1 << 40,

@@ -4,12 +4,15 @@
 
 1. each instance's header is read (``stop_before_pixels``, in a worker
    thread) for its SOP Class, SOP Instance, Study and Series UIDs and
-   transfer syntax; one that is not readable DICOM fails with the reason;
+   transfer syntax (an :class:`~imagebridge.importing.base.IdentifiedFile`
+   brings them); one that is not readable DICOM fails with the reason;
 2. an instance whose SOP Instance UID came earlier in the same call is not
    sent twice: it gets the first one's outcome;
 3. per study the target is asked what it already holds
    (:meth:`~imagebridge.importing.base.ImportTarget.present`); those
-   instances are ``already present`` and not sent;
+   instances are ``already present`` and not sent.  A caller that has just
+   asked (the importer keeps the study's listing for a whole job) gives
+   *known_present* instead and the target is not asked again;
 4. the rest go out in batches (at most *batch_size* instances and about
    *batch_bytes* bytes each) through the target's *send*;
 5. once the target is found unavailable, every instance not yet stored fails
@@ -37,6 +40,7 @@ import anyio.to_thread
 from imagebridge.dicom.headers import parse_instance_header, read_instance_header
 from imagebridge.errors import DicomError, TargetError, TargetUnavailable
 from imagebridge.importing.base import (
+    IdentifiedFile,
     ImportInstance,
     ImportStatus,
     InstanceOutcome,
@@ -87,6 +91,17 @@ PresentLookup = Callable[[str], Awaitable[frozenset[str]]]
 
 def identify(index: int, source: ImportInstance) -> IdentifiedInstance:
     """Read the header of one instance (blocking).  Raises DicomError or OSError."""
+    if isinstance(source, IdentifiedFile):  # known: only its size is read
+        return IdentifiedInstance(
+            index=index,
+            source=source,
+            sop_class_uid=source.sop_class_uid,
+            sop_instance_uid=source.sop_instance_uid,
+            study_instance_uid=source.study_instance_uid,
+            series_instance_uid=source.series_instance_uid,
+            transfer_syntax_uid=source.transfer_syntax_uid,
+            size=os.path.getsize(source.path),
+        )
     if isinstance(source, str | os.PathLike):
         header = read_instance_header(source)
     else:
@@ -136,8 +151,14 @@ async def store_new(
     batch_size: int,
     batch_bytes: int,
     target: str,
+    known_present: frozenset[str] | None = None,
+    parallel: int = 1,
 ) -> StoreReport:
-    """Store what the target lacks, batch by batch; one outcome per instance (see module doc)."""
+    """Store what the target lacks, batch by batch; one outcome per instance (see module doc).
+
+    *known_present*: the SOP Instance UIDs the caller knows the target holds
+    (instead of asking :meth:`present`); *parallel*: batches sent at once.
+    """
     outcomes: dict[int, InstanceOutcome] = {}
     first: dict[str, IdentifiedInstance] = {}
     repeats: list[IdentifiedInstance] = []
@@ -155,7 +176,9 @@ async def store_new(
     todo: list[IdentifiedInstance] = []
     for study_uid, group in by_study.items():
         held: frozenset[str] = frozenset()
-        if not down:
+        if known_present is not None:
+            held = known_present
+        elif not down:
             try:
                 held = await present(study_uid)
             except TargetError as exc:
@@ -168,25 +191,9 @@ async def store_new(
             else:
                 todo.append(item)
 
-    for batch in batches(todo, batch_size, batch_bytes):
-        if down:
-            _fail(outcomes, batch, down)
-            continue
-        try:
-            result = await send(batch)
-        except TargetUnavailable as exc:
-            down = exc.message
-            _fail(outcomes, batch, down)
-            continue
-        except TargetError as exc:
-            _fail(outcomes, batch, exc.message)
-            continue
-        down = result.unavailable
-        answered = {r.index: r for r in result.outcomes}
-        for item in batch:
-            outcomes[item.index] = answered.get(item.index) or item.outcome(
-                ImportStatus.FAILED, down or "the target did not report this instance as stored"
-            )
+    down = await _send_all(
+        outcomes, list(batches(todo, batch_size, batch_bytes)), send, down, parallel
+    )
 
     for item in repeats:
         earlier = outcomes[first[item.sop_instance_uid].index]
@@ -205,6 +212,54 @@ async def store_new(
         len(report.failed),
     )
     return report
+
+
+async def _send_all(
+    outcomes: dict[int, InstanceOutcome],
+    todo: list[list[IdentifiedInstance]],
+    send: SendBatch,
+    down: str,
+    parallel: int,
+) -> str:
+    """Send every batch, *parallel* at once; once the target is down the rest fail at once."""
+    state = {"down": down}
+
+    async def one(batch: list[IdentifiedInstance]) -> None:
+        if state["down"]:
+            _fail(outcomes, batch, state["down"])
+            return
+        try:
+            result = await send(batch)
+        except TargetUnavailable as exc:
+            state["down"] = exc.message
+            _fail(outcomes, batch, exc.message)
+            return
+        except TargetError as exc:
+            _fail(outcomes, batch, exc.message)
+            return
+        if result.unavailable:
+            state["down"] = result.unavailable
+        answered = {r.index: r for r in result.outcomes}
+        reason = result.unavailable or "the target did not report this instance as stored"
+        for item in batch:
+            outcomes[item.index] = answered.get(item.index) or item.outcome(
+                ImportStatus.FAILED, reason
+            )
+
+    if parallel <= 1 or len(todo) <= 1:
+        for batch in todo:
+            await one(batch)
+        return state["down"]
+    limiter = anyio.CapacityLimiter(parallel)
+
+    async def limited(batch: list[IdentifiedInstance]) -> None:
+        async with limiter:
+            await one(batch)
+
+    async with anyio.create_task_group() as tasks:
+        for batch in todo:
+            tasks.start_soon(limited, batch)
+    return state["down"]
 
 
 def _fail(

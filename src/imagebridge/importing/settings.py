@@ -21,7 +21,7 @@ naming the key.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
@@ -89,6 +89,8 @@ def import_config(table: Any, *, base_dir: Path | None = None) -> ImportConfig:
     batch = table.get("batch_size", 50)
     if not isinstance(batch, int) or not 1 <= batch <= 10_000:
         raise ConfigError("import.batch_size must be an integer from 1 to 10000")
+    if isinstance(target, StowTargetConfig):
+        target = replace(target, batch_size=batch)  # one STOW-RS request per import batch
     spool = table.get("spool_dir")
     return ImportConfig(
         target,

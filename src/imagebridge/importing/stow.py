@@ -21,9 +21,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
+import anyio
 import httpx
 
 from imagebridge.dicom.dicom_json import JsonObject, first_string, items, text
@@ -61,6 +63,10 @@ DICOM_JSON: Final = "application/dicom+json"
 _UNAVAILABLE_STATUS: Final = frozenset({401, 403, 408, 429})
 _PATIENT_FIELDS: Final = ("00100010", "00100020", "00100021", "00100024", "00100030", "00100040")
 _OBJECT_FIELDS: Final = ("00100020", "00100021", "00100024", "0020000D", "0020000E")
+READ_WHOLE: Final = 4 << 20
+"""A file up to this size is read at once while a STOW-RS request body streams."""
+SOP_LIST_SIZE: Final = 40
+"""SOP Instance UIDs per QIDO-RS UID list query (at most about 2.6 kB of URL)."""
 
 
 class StowTarget:
@@ -80,6 +86,7 @@ class StowTarget:
             timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout), auth=auth
         )
         self._stow = DicomWebSource(config.name, self._base, client=self._client)
+        self._lists_refused = False
 
     @property
     def name(self) -> str:
@@ -91,11 +98,17 @@ class StowTarget:
         """Always ``stow``."""
         return "stow"
 
-    async def store(self, instances: Sequence[ImportInstance]) -> StoreReport:
-        """STOW-RS, batch by batch, of the instances the PACS does not hold yet."""
+    async def store(
+        self, instances: Sequence[ImportInstance], *, known_present: frozenset[str] | None = None
+    ) -> StoreReport:
+        """STOW-RS, batch by batch, of the instances the PACS does not hold yet.
+
+        *known_present*: what the caller knows this target holds (then not asked again).
+        """
         return await store_new(
             instances,
             present=self.present,
+            known_present=known_present,
             send=self._send,
             batch_size=self._config.batch_size,
             batch_bytes=self._config.batch_bytes,
@@ -139,16 +152,33 @@ class StowTarget:
         async for match in self._qido("/instances", params, what="QIDO-RS instance search"):
             if any(first_string(match, tag) != uid for tag, uid in given.items()):
                 continue  # a server that matched loosely
-            found.append(
-                HeldInstance(
-                    study_instance_uid=first_string(match, "0020000D"),
-                    series_instance_uid=first_string(match, "0020000E"),
-                    sop_instance_uid=first_string(match, "00080018"),
-                    patient_id=text(match, "00100020"),
-                    issuer=_issuer(match),
-                )
-            )
+            found.append(_held(match))
         return found
+
+    async def objects_by_sop(self, sop_instance_uids: Sequence[str]) -> list[HeldInstance]:
+        """QIDO-RS instance searches by lists of SOP Instance UIDs (UID list matching,
+        PS3.18 8.3.4.1), :data:`SOP_LIST_SIZE` a query; a PACS that refuses a list
+        (HTTP 400) is asked one UID at a time from then on."""
+        wanted = [u for u in dict.fromkeys(sop_instance_uids) if is_single_value(u)]
+        found: list[HeldInstance] = []
+        for start in range(0, len(wanted), SOP_LIST_SIZE):
+            found += await self._sop_list(wanted[start : start + SOP_LIST_SIZE])
+        return found
+
+    async def _sop_list(self, uids: Sequence[str]) -> list[HeldInstance]:
+        if len(uids) > 1 and not self._lists_refused:
+            params = [("00080018", ",".join(uids))]
+            params += [("includefield", tag) for tag in _OBJECT_FIELDS]
+            try:
+                matches = [
+                    m async for m in self._qido("/instances", params, what="QIDO-RS UID list")
+                ]
+            except TargetProtocolError:
+                self._lists_refused = True  # no UID list matching: one UID at a time
+            else:
+                wanted = set(uids)  # a server that matched loosely
+                return [_held(m) for m in matches if first_string(m, "00080018") in wanted]
+        return [item for uid in uids for item in await self.objects(sop_instance_uid=uid)]
 
     async def find_patients(self, demographics: PatientDemographics) -> list[PatientCandidate]:
         """QIDO-RS study search by birth date (or name prefix), matches checked here."""
@@ -179,7 +209,7 @@ class StowTarget:
     # --- STOW-RS ----------------------------------------------------------------------
 
     async def _send(self, batch: Sequence[IdentifiedInstance]) -> BatchResult:
-        bodies = [_body(item.source) for item in batch]
+        bodies = [_body(item.source, item.size) for item in batch]
         try:
             outcome = await self._stow.store_instances(bodies)
         except SourceUnavailable as exc:
@@ -259,11 +289,26 @@ class StowTarget:
         return [{key.upper(): value for key, value in m.items()} for m in answer]
 
 
-def _body(source: ImportInstance) -> InstanceBody:
-    """A path as it is (read 1 MiB at a time by the sender), else the stream's chunks."""
+def _body(source: ImportInstance, size: int = 0) -> InstanceBody:
+    """A small file read at once (one worker-thread hop, not four), a larger path as it is
+    (read 1 MiB at a time by the sender), else the stream's chunks."""
     if isinstance(source, str | os.PathLike):
-        return source
+        return _whole(source) if 0 < size <= READ_WHOLE else source
     return stream_chunks(source)
+
+
+async def _whole(path: str | os.PathLike[str]) -> AsyncIterator[bytes]:
+    yield await anyio.to_thread.run_sync(Path(path).read_bytes)
+
+
+def _held(match: JsonObject) -> HeldInstance:
+    return HeldInstance(
+        study_instance_uid=first_string(match, "0020000D"),
+        series_instance_uid=first_string(match, "0020000E"),
+        sop_instance_uid=first_string(match, "00080018"),
+        patient_id=text(match, "00100020"),
+        issuer=_issuer(match),
+    )
 
 
 def _issuer(match: JsonObject) -> HierarchicDesignator | None:

@@ -31,7 +31,7 @@ import json
 import logging
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, BinaryIO, Final, cast
 from urllib.parse import quote
@@ -202,7 +202,7 @@ class DicomWebSource:
 
     async def read_series(
         self, study_instance_uid: str, series_instance_uid: str
-    ) -> AsyncIterator[tuple[str, str, bytes | BinaryIO]]:
+    ) -> AsyncGenerator[tuple[str, str, bytes | BinaryIO]]:
         """WADO-RS retrieve of a whole series in one request, instance by instance.
 
         Yields ``(SOP Instance UID, transfer syntax, body)`` for each part once it

@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -157,6 +157,21 @@ class JobStore:
         values = {"local_patient_id": patient_id, "local_patient_issuer": issuer}
         with self._writing() as conn:
             job_writes.update_job(conn, job_id, values, self._clock())
+
+    def set_reconciliation(
+        self, job_id: int, reconciliation: Mapping[str, Any], patient_id: str, issuer: str | None
+    ) -> None:
+        """Replace a held job's reconciliation snapshot and local patient (a review decision)."""
+        values = {
+            "reconciliation": dict(reconciliation),
+            "local_patient_id": patient_id,
+            "local_patient_issuer": issuer,
+        }
+        with self._writing() as conn:
+            if job_writes.state_of(conn, job_id) is not JobState.HELD:
+                raise JobStateError(f"job {job_id} is not held; it cannot be reviewed")
+            job_writes.update_job(conn, job_id, values, self._clock())
+            self._event(conn, job_id, "review: local patient and accepted conflicts recorded")
 
     # --- leases -----------------------------------------------------------------------
 

@@ -24,7 +24,10 @@ def test_stow_target_with_policies() -> None:
             "batch_size": 7,
         }
     )
-    assert parsed.target == StowTargetConfig("http://pacs:8042/dicom-web", name="stow")
+    # A STOW-RS request carries one import batch: the target follows import.batch_size.
+    assert parsed.target == StowTargetConfig(
+        "http://pacs:8042/dicom-web", name="stow", batch_size=7
+    )
     assert parsed.reconcile.accession is AccessionPolicy.MAP
     assert [(m.foreign, m.local.number) for m in parsed.reconcile.accession_map] == [("A1", "L1")]
     assert parsed.reconcile.uid_collision is UidCollisionPolicy.REMAP

@@ -50,7 +50,7 @@ from imagebridge.model.retrieve import (
 )
 from imagebridge.model.xcpd import PatientDiscoveryQuery, PatientDiscoveryResponse
 from imagebridge.model.xds_query import AdhocQueryRequest, AdhocQueryResponse
-from imagebridge.security.tls import client_context
+from imagebridge.security.tls import client_context, effective_tls
 from imagebridge.transactions import Transaction, spec_of
 from imagebridge.transport.client import SoapClient, SoapResponse
 from imagebridge.transport.events import NO_OBSERVER, Role, TransactionEvent, TransactionObserver
@@ -358,6 +358,8 @@ class PartnerClients:
 
     Use as an async context manager (or call :meth:`aclose`) to close the
     connection pools.  Plain ``http://`` partners share the default client.
+    *tls_defaults* is the deployment's ``[tls]`` (``config.tls.defaults``): a
+    community's own TLS settings replace it only where they are set.
     """
 
     def __init__(
@@ -366,7 +368,9 @@ class PartnerClients:
         max_connections: int = 200,
         observer: TransactionObserver = NO_OBSERVER,
         security: SecurityHeaders | None = None,
+        tls_defaults: TlsSettings | None = None,
     ) -> None:
+        self._tls_defaults = tls_defaults if tls_defaults is not None else TlsSettings()
         self._observer = observer
         self._security = security
         # Idle connections are dropped well before a partner's keep-alive timeout
@@ -380,6 +384,8 @@ class PartnerClients:
         self._http: list[httpx.AsyncClient] = []
 
     def soap_for(self, tls: TlsSettings) -> SoapClient:
+        """The client for a partner with TLS settings *tls*, over the deployment defaults."""
+        tls = effective_tls(tls, self._tls_defaults)
         client = self._clients.get(tls)
         if client is None:
             http = httpx.AsyncClient(verify=client_context(tls), limits=self._limits)

@@ -7,31 +7,42 @@
 * :func:`create_jobs`: one durable job per study per patient, listing every
   instance its KOS references; the reconciliation settings and the local
   patient are snapshot into the job so a resumed job reconciles as it started.
-* :func:`local_patient_from` / :func:`settings_from`: read the snapshot back.
+* :func:`local_patient_from` / :func:`settings_from` / :func:`accepted_from`: read the
+  snapshot back; :func:`reviewed` is the snapshot after a reviewer accepted a held study.
 * :func:`target_objects`: what the target holds under the UIDs of a batch,
   in the planner's terms.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import anyio
 
 from imagebridge.actors.initiating.client import PartnerClients
 from imagebridge.actors.initiating.pull import Demographics, StudyOffer
 from imagebridge.dicom.headers import parse_instance_header
 from imagebridge.dicom.reconcile import plan_study
-from imagebridge.errors import PartnerUnavailable
-from imagebridge.importing.base import HeldInstance, ImportTarget, PatientDemographics
+from imagebridge.errors import JobStateError, PartnerUnavailable
+from imagebridge.importing.base import (
+    HeldInstance,
+    ImportTarget,
+    PatientDemographics,
+    SopListLookup,
+)
 from imagebridge.model.directory import DirectorySnapshot
-from imagebridge.model.imaging import HierarchicDesignator, InstanceHeader
+from imagebridge.model.imaging import DicomPatient, HierarchicDesignator, InstanceHeader
 from imagebridge.model.import_job import ImportJob, JobRequest, KosInstance
 from imagebridge.model.normalise import GivenNameRule
 from imagebridge.model.reconcile import (
+    ACCEPTABLE,
     AccessionMapping,
     AccessionPolicy,
+    IssueKind,
     Level,
     LocalAccession,
     LocalPatient,
@@ -149,6 +160,36 @@ def local_patient_from(job: ImportJob) -> LocalPatient | None:
     )
 
 
+def accepted_from(job: ImportJob) -> frozenset[IssueKind]:
+    """The demographic conflicts a reviewer accepted for the job's study (none by default)."""
+    kinds = job.request.reconciliation.get("accept") or ()
+    return frozenset(IssueKind(k) for k in kinds if k in ACCEPTABLE)
+
+
+def foreign_patient_from(job: ImportJob) -> dict[str, str]:
+    """The patient as the foreign KOS names it (name, id, birth_date, sex; may be empty)."""
+    data = job.request.reconciliation.get("foreign_patient")
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, Mapping) else {}
+
+
+def reviewed(job: ImportJob, patient: LocalPatient, accept: frozenset[IssueKind]) -> dict[str, Any]:
+    """The job's snapshot after review: filed under *patient*, *accept* conflicts accepted."""
+    data = dict(job.request.reconciliation)
+    local = snapshot(settings_from(job), patient)["local_patient"]
+    data["local_patient"] = local
+    data["accept"] = sorted(k.value for k in accept & ACCEPTABLE)
+    return data
+
+
+def _patient_json(patient: DicomPatient) -> dict[str, str]:
+    return {
+        "name": patient.name,
+        "id": patient.id,
+        "birth_date": patient.birth_date,
+        "sex": patient.sex,
+    }
+
+
 def create_jobs(
     jobs: JobStore,
     offers: Sequence[StudyOffer],
@@ -157,10 +198,12 @@ def create_jobs(
     target_kind: str,
     settings: ReconcileSettings,
     choice: LocalPatientChoice,
+    extra: Mapping[str, Any] | None = None,
 ) -> list[ImportJob]:
     """One job per study of each offer (a KOS may reference several studies), idempotent.
 
-    Without a local patient the jobs are created and held with the reason.
+    Without a local patient the jobs are created and held with the reason.  The
+    snapshot keeps the KOS's patient (for a reviewer) and the *extra* values.
     """
     created: list[ImportJob] = []
     for offer in offers:
@@ -175,41 +218,72 @@ def create_jobs(
                 kos_repository_id=offer.entry.repository_unique_id or "",
                 target_name=target_name,
                 target_kind=target_kind,
-                reconciliation=snapshot(settings, choice.patient),
+                reconciliation={
+                    **snapshot(settings, choice.patient),
+                    "foreign_patient": _patient_json(offer.manifest.patient),
+                    **(extra or {}),
+                },
                 local_patient_id=choice.patient.mrn if choice.patient else None,
                 local_patient_issuer=_issuer_text(choice.patient),
             )
             job, _new = jobs.create_job(request)
-            jobs.add_instances(
-                job.id,
-                [
-                    KosInstance(
-                        item.sop_instance_uid,
-                        series.series_instance_uid,
-                        item.sop_class_uid,
-                        series.retrieve_location_uid,
-                    )
-                    for series in offer.manifest.series
-                    if series.study_instance_uid == series_study
-                    for item in series.instances
-                ],
-            )
+            listed = [
+                KosInstance(
+                    item.sop_instance_uid,
+                    series.series_instance_uid,
+                    item.sop_class_uid,
+                    series.retrieve_location_uid,
+                )
+                for series in offer.manifest.series
+                if series.study_instance_uid == series_study
+                for item in series.instances
+            ]
+            if not job.state.terminal:
+                # A job that finished (even just now) keeps the instances it listed.
+                with contextlib.suppress(JobStateError):
+                    jobs.add_instances(job.id, listed)
             if choice.patient is None and not job.state.terminal:
                 jobs.hold(job.id, choice.reason)
             created.append(jobs.get_job(job.id))
     return created
 
 
-async def target_objects(target: ImportTarget, headers: Sequence[InstanceHeader]) -> TargetObjects:
-    """What *target* holds under the study, series and SOP UIDs of *headers*."""
+LOOKUPS_IN_FLIGHT = 4
+"""By-UID lookups at the target kept in flight at once (per-UID targets)."""
+
+
+async def target_objects(
+    target: ImportTarget,
+    headers: Sequence[InstanceHeader],
+    *,
+    listed: Mapping[str, Iterable[HeldInstance]] | None = None,
+    looked_up: Mapping[str, Iterable[HeldInstance]] | None = None,
+) -> TargetObjects:
+    """What *target* holds under the study, series and SOP UIDs of *headers*.
+
+    *listed*: what the target holds per Study Instance UID, when the caller
+    already knows (a study in it is not listed again).  SOP Instance UIDs the
+    study listings do not answer are looked up by UID (held in another study?),
+    a few at a time, unless *looked_up* (by SOP Instance UID, see
+    :func:`held_by_sop_uid`) already has the answer.
+    """
     held: dict[str, HeldInstance] = {}
     for study in sorted({h.study.study_instance_uid for h in headers}):
-        for item in await target.objects(study_instance_uid=study):
+        known = listed.get(study) if listed is not None else None
+        found = await target.objects(study_instance_uid=study) if known is None else known
+        for item in found:
             held[item.sop_instance_uid] = item
-    for header in headers:
-        if header.sop_instance_uid not in held:
-            for item in await target.objects(sop_instance_uid=header.sop_instance_uid):
-                held[item.sop_instance_uid] = item
+    answered = looked_up or {}
+    unknown = list(
+        dict.fromkeys(h.sop_instance_uid for h in headers if h.sop_instance_uid not in held)
+    )
+    for uid in unknown:
+        for item in answered.get(uid, ()):
+            held[item.sop_instance_uid] = item
+    asked = await held_by_sop_uid(target, [u for u in unknown if u not in answered])
+    for items in asked.values():
+        for item in items:
+            held[item.sop_instance_uid] = item
     objects: dict[str, TargetObject] = {}
     for item in held.values():
         objects.setdefault(
@@ -243,6 +317,40 @@ async def target_objects(target: ImportTarget, headers: Sequence[InstanceHeader]
             ),
         )
     return TargetObjects(tuple(objects.values()))
+
+
+async def held_by_sop_uid(
+    target: ImportTarget, uids: Sequence[str]
+) -> dict[str, list[HeldInstance]]:
+    """What *target* holds under each of *uids*, whatever the study: in lists where the
+    target takes them, else one UID a query, a few in flight."""
+    if not uids:
+        return {}
+    if isinstance(target, SopListLookup):
+        held: dict[str, list[HeldInstance]] = {uid: [] for uid in uids}
+        for item in await target.objects_by_sop(uids):
+            if item.sop_instance_uid in held:
+                held[item.sop_instance_uid].append(item)
+        return held
+    found: list[list[HeldInstance]] = [[] for _ in uids]
+    failure: list[BaseException] = []
+    limiter = anyio.CapacityLimiter(LOOKUPS_IN_FLIGHT)
+
+    async def one(i: int) -> None:
+        async with limiter:
+            if failure:
+                return
+            try:
+                found[i] = await target.objects(sop_instance_uid=uids[i])
+            except Exception as exc:  # re-raised as it is below, not as a group
+                failure.append(exc)
+
+    async with anyio.create_task_group() as tasks:
+        for i in range(len(uids)):
+            tasks.start_soon(one, i)
+    if failure:
+        raise failure[0]
+    return dict(zip(uids, found, strict=True))
 
 
 def _studies(offer: StudyOffer) -> list[str]:

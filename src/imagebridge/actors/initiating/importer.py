@@ -17,7 +17,15 @@ workers never run one job), then batch by batch:
 4. planned instances are rewritten and stored in the target; every
    instance's new state is written to the store before the next batch.
 
-A crash loses at most the batch in flight: ``resume`` retrieves only what is
+The study is listed at the target once per run (the listing then learns what
+each batch stored); SOP Instance UIDs it does not answer are looked up by UID
+while their batch is retrieved.  Batches flow through three stages, one batch
+in each: retrieve (k+2), plan and rewrite (k+1), store and mark (k); only the
+last stage writes instance states, in batch order, after the target confirmed.
+A rewrite copies the pixel data after the rewritten header, byte for byte,
+where that is safe.
+
+A crash loses at most the batches in flight: ``resume`` retrieves only what is
 still pending.  When nothing is outstanding, the target is asked which SOP
 Instance UIDs it holds for the study (QIDO-RS or C-FIND): it must hold
 exactly the KOS's set; the job records the result and finishes.
@@ -28,36 +36,54 @@ from __future__ import annotations
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
 
 import anyio
-from pydicom import dcmread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from imagebridge.actors.initiating.client import PartnerClients, ReceivedDocument
+from imagebridge.actors.initiating.client import PartnerClients
 from imagebridge.actors.initiating.import_plan import (
+    accepted_from,
+    held_by_sop_uid,
     local_patient_from,
     settings_from,
     target_objects,
 )
-from imagebridge.dicom.headers import parse_instance_header
+from imagebridge.actors.initiating.import_stages import (
+    Fetched,
+    Listing,
+    Prepared,
+    error_for,
+    failed,
+    hand_over,
+    identified,
+    keeps_uids,
+    parse_all,
+    rewrite_all,
+)
 from imagebridge.dicom.reconcile import plan_study, remap_uid
-from imagebridge.dicom.reconcile_apply import apply_plan
 from imagebridge.errors import ImageBridgeError, JobCancelled, JobLeaseLost
-from imagebridge.importing.base import ImportStatus, ImportTarget
+from imagebridge.importing.base import (
+    ImportInstance,
+    ImportStatus,
+    ImportTarget,
+    StoreReport,
+)
 from imagebridge.model.directory import DirectorySnapshot
-from imagebridge.model.imaging import ImagingDocumentLocator, InstanceHeader
+from imagebridge.model.imaging import ImagingDocumentLocator
 from imagebridge.model.import_job import ImportJob, InstanceState, InstanceUpdate, JobInstance
 from imagebridge.model.reconcile import (
     LocalPatient,
     PlanVerdict,
-    ReconcilePlan,
     ReconcileSettings,
 )
 from imagebridge.model.retrieve import imaging_request_for
+from imagebridge.security.audit_trail import AuditTrail
 from imagebridge.store.jobs import JobStore
 from imagebridge.wire.spool import SpoolingSink
 
@@ -98,15 +124,20 @@ class ImportRunner:
         *,
         clock: Callable[[], datetime] | None = None,
         progress: Callable[[ImportJob], None] | None = None,
+        audit: AuditTrail | None = None,
     ) -> None:
-        """*progress* is called with the job's fresh record after each batch."""
+        """*progress* is called with the job's fresh record after each batch; *audit*
+        records the import into the local PACS when a run ends."""
         self._progress = progress
+        self._audit = audit
         self._jobs = jobs
         self._clients = clients
         self._directory = directory
         self._target = target
         self._settings = settings
         self._clock = clock or (lambda: datetime.now(UTC))
+        if settings.spool_dir is not None:  # received parts and rewrites wait here
+            settings.spool_dir.mkdir(parents=True, exist_ok=True)
 
     async def run(self, job_id: int) -> ImportJob:
         """Run one job to its end (or until it is held, cancelled or fails); its final record."""
@@ -123,7 +154,10 @@ class ImportRunner:
         except ImageBridgeError as exc:
             log.warning("import job %d failed: %s", job_id, exc.message)
             await anyio.to_thread.run_sync(self._jobs.fail, job_id, owner, exc.message)
-        return await anyio.to_thread.run_sync(self._jobs.get_job, job_id)
+        final = await anyio.to_thread.run_sync(self._jobs.get_job, job_id)
+        if self._audit is not None:
+            self._audit.audit_import(final)
+        return final
 
     async def _work(self, job: ImportJob) -> None:
         local = local_patient_from(job)
@@ -133,7 +167,9 @@ class ImportRunner:
         settings = settings_from(job)
         missing = await anyio.to_thread.run_sync(self._jobs.missing_instances, job.id)
         study = job.request.study_instance_uid
+        # The study is listed once per run; the listing is kept up to date as batches are stored.
         held = await self._target.objects(study_instance_uid=study)
+        listing = Listing(study, {h.sop_instance_uid: h for h in held})
         present = {h.sop_instance_uid for h in held if h.patient_id == local.mrn}
         await self._mark(
             job,
@@ -146,30 +182,126 @@ class ImportRunner:
             ],
         )
         todo = [i for i in missing if i.sop_instance_uid not in present]
-        for start in range(0, len(todo), self._settings.batch_size):
-            await self._heartbeat(job)
-            batch = todo[start : start + self._settings.batch_size]
-            if not await self._batch(job, batch, local, settings):
-                return  # held for review
-            if self._progress is not None:
-                self._progress(await anyio.to_thread.run_sync(self._jobs.get_job, job.id))
+        size = self._settings.batch_size
+        batches = [todo[start : start + size] for start in range(0, len(todo), size)]
+        if not await self._pipeline(job, batches, local, settings, listing):
+            return  # held for review
         await self._verify(job)
         await anyio.to_thread.run_sync(self._jobs.finish, job.id, self._settings.owner)
 
-    async def _batch(
+    async def _pipeline(
         self,
         job: ImportJob,
-        batch: Sequence[JobInstance],
+        batches: Sequence[Sequence[JobInstance]],
         local: LocalPatient,
         settings: ReconcileSettings,
+        listing: Listing,
     ) -> bool:
-        """Retrieve, plan and store one batch; False when the job was held."""
+        """Three stages, one batch in each: batch k is stored while batch k+1 is planned and
+        rewritten and batch k+2 retrieved; False when the job was held.
+
+        Parts and rewritten files wait on disk (at most one batch between two
+        stages).  Only the last stage writes instance states, in batch order:
+        an instance is marked stored only once the target confirmed it, and a
+        batch held, failed or broken ahead waits until the batches before it are stored.
+        """
+        if not batches:
+            return True
+        fetched_tx, fetched_rx = anyio.create_memory_object_stream[Fetched](0)
+        ready_tx, ready_rx = anyio.create_memory_object_stream[Prepared](0)
+        raised: list[BaseException] = []
+        go_on = True
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(self._retrieving, job, batches, listing, fetched_tx)
+            tasks.start_soon(
+                partial(
+                    self._preparing,
+                    job,
+                    local,
+                    settings,
+                    listing,
+                    receive=fetched_rx,
+                    send=ready_tx,
+                )
+            )
+            try:
+                async with ready_rx:
+                    waited = time.monotonic()
+                    async for prepared in ready_rx:
+                        started = time.monotonic()
+                        with prepared:
+                            await self._heartbeat(job)
+                            go_on = await self._finish(job, prepared, listing, local)
+                        log.debug(
+                            "import job %d: a batch of %d waited for %.2f s, stored in %.2f s",
+                            job.id,
+                            len(prepared.fetched.batch),
+                            started - waited,
+                            time.monotonic() - started,
+                        )
+                        if not go_on:
+                            break
+                        if self._progress is not None:
+                            self._progress(
+                                await anyio.to_thread.run_sync(self._jobs.get_job, job.id)
+                            )
+                        waited = time.monotonic()
+            except Exception as exc:  # re-raised as it is below, not as an exception group
+                raised.append(exc)
+            finally:
+                tasks.cancel_scope.cancel()
+        if raised:
+            raise raised[0]
+        return go_on
+
+    async def _preparing(
+        self,
+        job: ImportJob,
+        local: LocalPatient,
+        settings: ReconcileSettings,
+        listing: Listing,
+        *,
+        receive: MemoryObjectReceiveStream[Fetched],
+        send: MemoryObjectSendStream[Prepared],
+    ) -> None:
+        """Plan and rewrite each retrieved batch; a failure goes down the line, in order."""
+        async with receive, send:
+            async for fetched in receive:
+                try:
+                    prepared = await self._prepare(job, fetched, local, settings, listing)
+                except Exception as exc:  # raised by the last stage, after the batches before
+                    prepared = Prepared(fetched, error=exc)
+                except BaseException:
+                    fetched.close()
+                    raise
+                if not await hand_over(send, prepared):
+                    return
+                if prepared.error is not None or prepared.hold is not None:
+                    return
+
+    async def _retrieving(
+        self,
+        job: ImportJob,
+        batches: Sequence[Sequence[JobInstance]],
+        listing: Listing,
+        send: MemoryObjectSendStream[Fetched],
+    ) -> None:
+        """Retrieve the batches one after the other, handing each over when it is wanted."""
+        async with send:
+            for batch in batches:
+                fetched = await self._retrieve(job, batch, listing)
+                if not await hand_over(send, fetched):
+                    return
+
+    async def _retrieve(
+        self, job: ImportJob, batch: Sequence[JobInstance], listing: Listing
+    ) -> Fetched:
+        """RAD-75 for one batch; a batch that failed as a whole carries why (never raises)."""
         community = self._directory.get(job.request.imaging_community)
         if community is None:
-            await self._fail_all(
-                job, batch, "XDSUnknownCommunity", "imaging community not in the directory"
+            return Fetched(
+                batch, failure=("XDSUnknownCommunity", "imaging community not in the directory")
             )
-            return True
         study = job.request.study_instance_uid
         locators = [
             ImagingDocumentLocator(
@@ -186,106 +318,166 @@ class ImportRunner:
         def sink() -> SpoolingSink:
             return SpoolingSink(directory=spool)
 
-        try:
-            result = await client.retrieve_images(request, sink)
-        except ImageBridgeError as exc:
-            await self._fail_all(
-                job, batch, exc.xds_error_code or "XDSUnavailableCommunity", exc.message
+        fetched = Fetched(batch)
+
+        async def lookups() -> None:
+            # Meanwhile: which of these SOP Instance UIDs the target holds in another study.
+            unknown = [i.sop_instance_uid for i in batch if i.sop_instance_uid not in listing.held]
+            try:
+                fetched.looked_up = await held_by_sop_uid(self._target, unknown)
+            except ImageBridgeError:
+                fetched.looked_up = None  # asked again when the batch is planned
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(lookups)
+            try:
+                fetched.result = await client.retrieve_images(request, sink)
+            except ImageBridgeError as exc:
+                fetched.failure = (exc.xds_error_code or "XDSUnavailableCommunity", exc.message)
+        return fetched
+
+    async def _prepare(
+        self,
+        job: ImportJob,
+        fetched: Fetched,
+        local: LocalPatient,
+        settings: ReconcileSettings,
+        listing: Listing,
+    ) -> Prepared:
+        """Plan one retrieved batch and rewrite what is to be stored (nothing is marked here)."""
+        prepared = Prepared(fetched)
+        batch, result = fetched.batch, fetched.result
+        if result is None:
+            code, text = fetched.failure or ("XDSRepositoryError", "not retrieved")
+            prepared.updates = failed(batch, code, text)
+            return prepared
+        wanted = {i.sop_instance_uid for i in batch}
+        received = {d.response.document_unique_id: d for d in result.documents}
+        prepared.updates = [
+            InstanceUpdate(
+                sop_instance_uid=uid,
+                state=InstanceState.FAILED,
+                error_code=error_for(result.errors, uid)[0],
+                error_text=error_for(result.errors, uid)[1],
+                attempted=True,
             )
-            return True
-        with result:
-            wanted = {i.sop_instance_uid for i in batch}
-            received = {d.response.document_unique_id: d for d in result.documents}
-            updates = [
-                InstanceUpdate(
-                    sop_instance_uid=uid,
-                    state=InstanceState.FAILED,
-                    error_code=_error_for(result.errors, uid)[0],
-                    error_text=_error_for(result.errors, uid)[1],
-                    attempted=True,
-                )
-                for uid in sorted(wanted - received.keys())
+            for uid in sorted(wanted - received.keys())
+        ]
+        ours = {uid: d for uid, d in received.items() if uid in wanted}
+        if not ours:
+            return prepared
+        parsed = await anyio.to_thread.run_sync(parse_all, ours)
+        headers = {uid: p.header for uid, p in parsed.items()}
+        target = await target_objects(
+            self._target,
+            list(headers.values()),
+            listed=listing.listed(),
+            looked_up=fetched.looked_up,
+        )
+        plan = plan_study(
+            list(headers.values()),
+            local,
+            settings,
+            target,
+            now=self._clock(),
+            source=job.request.source_community_name[:64],
+            accept=accepted_from(job),
+        )
+        if plan.verdict is PlanVerdict.HOLD:
+            reasons = sorted({i.text for p in plan.plans for i in p.conflicts})
+            prepared.updates += [
+                InstanceUpdate(sop_instance_uid=u, state=InstanceState.HELD, attempted=True)
+                for u in headers
             ]
-            await self._mark(job, updates)
-            if not received:
-                return True
-            headers = {uid: _header(d) for uid, d in received.items() if uid in wanted}
-            target = await target_objects(self._target, list(headers.values()))
-            plan = plan_study(
-                list(headers.values()),
-                local,
-                settings,
-                target,
-                now=self._clock(),
-                source=job.request.source_community_name[:64],
-            )
-            if plan.verdict is PlanVerdict.HOLD:
-                reasons = sorted({i.text for p in plan.plans for i in p.conflicts})
-                await self._mark(
-                    job,
-                    [
-                        InstanceUpdate(sop_instance_uid=u, state=InstanceState.HELD, attempted=True)
-                        for u in headers
-                    ],
+            prepared.hold = "; ".join(reasons)[:1000] or "held for review"
+            return prepared
+        for plan_ in plan.plans:
+            if plan_.verdict is PlanVerdict.ALREADY_STORED:
+                prepared.updates.append(
+                    InstanceUpdate(
+                        sop_instance_uid=plan_.sop_instance_uid,
+                        state=InstanceState.ALREADY_PRESENT,
+                        attempted=True,
+                    )
                 )
-                await self._hold(job, "; ".join(reasons)[:1000] or "held for review")
-                return False
-            await self._store(job, plan.plans, received)
+            else:
+                prepared.planned.append(plan_)
+        if not prepared.planned:
+            return prepared
+        prepared.tmp = tempfile.TemporaryDirectory(
+            prefix="imagebridge-import-", dir=self._settings.spool_dir
+        )
+        prepared.parsed = parsed
+        prepared.paths = [
+            os.path.join(prepared.tmp.name, f"{n}.dcm") for n in range(len(prepared.planned))
+        ]
+        work = [
+            (ours[p.sop_instance_uid], parsed[p.sop_instance_uid], p, path)
+            for p, path in zip(prepared.planned, prepared.paths, strict=True)
+        ]
+        await anyio.to_thread.run_sync(rewrite_all, work)
+        return prepared
+
+    async def _finish(
+        self, job: ImportJob, prepared: Prepared, listing: Listing, local: LocalPatient
+    ) -> bool:
+        """Store a prepared batch and mark every instance of it; False when the job was held."""
+        if prepared.error is not None:
+            raise prepared.error
+        updates = list(prepared.updates)
+        if prepared.hold is not None:
+            await self._mark(job, updates)
+            await self._hold(job, prepared.hold)
+            return False
+        if prepared.paths:
+            # The study's listing answers what the target holds, unless UIDs were remapped.
+            kept = all(keeps_uids(p) for p in prepared.planned)
+            files: list[ImportInstance] = list(prepared.paths)
+            if kept:  # the identities are those just parsed: not read again by the target
+                files = [
+                    identified(path, prepared.parsed[p.sop_instance_uid].header)
+                    for p, path in zip(prepared.planned, prepared.paths, strict=True)
+                ]
+            report = await self._target.store(
+                files, known_present=listing.sop_uids() if kept else None
+            )
+            updates += self._outcomes(report, prepared, listing, local)
+        await self._mark(job, updates)
         return True
 
-    async def _store(
-        self, job: ImportJob, plans: Sequence[ReconcilePlan], received: dict[str, ReceivedDocument]
-    ) -> None:
-        directory = self._settings.spool_dir
-        with tempfile.TemporaryDirectory(prefix="imagebridge-import-", dir=directory) as tmp:
-            paths: list[str] = []
-            planned: list[ReconcilePlan] = []
-            updates: list[InstanceUpdate] = []
-            for plan in plans:
-                if plan.verdict is PlanVerdict.ALREADY_STORED:
-                    updates.append(
-                        InstanceUpdate(
-                            sop_instance_uid=plan.sop_instance_uid,
-                            state=InstanceState.ALREADY_PRESENT,
-                            attempted=True,
-                        )
+    def _outcomes(
+        self, report: StoreReport, prepared: Prepared, listing: Listing, local: LocalPatient
+    ) -> list[InstanceUpdate]:
+        updates: list[InstanceUpdate] = []
+        for outcome in report.outcomes:
+            plan = prepared.planned[outcome.index]
+            if outcome.status is ImportStatus.FAILED:
+                updates.append(
+                    InstanceUpdate(
+                        sop_instance_uid=plan.sop_instance_uid,
+                        state=InstanceState.FAILED,
+                        error_code="TargetRefused",
+                        error_text=outcome.reason[:500],
+                        attempted=True,
                     )
-                    continue
-                path = os.path.join(tmp, f"{len(paths)}.dcm")
-                await anyio.to_thread.run_sync(
-                    _rewrite, received[plan.sop_instance_uid], plan, path
                 )
-                paths.append(path)
-                planned.append(plan)
-            report = await self._target.store(paths)
-            for outcome in report.outcomes:
-                plan = planned[outcome.index]
-                size = os.path.getsize(paths[outcome.index])
-                if outcome.status is ImportStatus.FAILED:
-                    updates.append(
-                        InstanceUpdate(
-                            sop_instance_uid=plan.sop_instance_uid,
-                            state=InstanceState.FAILED,
-                            error_code="TargetRefused",
-                            error_text=outcome.reason[:500],
-                            attempted=True,
-                        )
-                    )
-                else:
-                    state = (
-                        InstanceState.STORED
-                        if outcome.status is ImportStatus.STORED
-                        else InstanceState.ALREADY_PRESENT
-                    )
-                    updates.append(
-                        InstanceUpdate(
-                            sop_instance_uid=plan.sop_instance_uid,
-                            state=state,
-                            bytes=size,
-                            attempted=True,
-                        )
-                    )
-            await self._mark(job, updates)
+                continue
+            state = (
+                InstanceState.STORED
+                if outcome.status is ImportStatus.STORED
+                else InstanceState.ALREADY_PRESENT
+            )
+            updates.append(
+                InstanceUpdate(
+                    sop_instance_uid=plan.sop_instance_uid,
+                    state=state,
+                    bytes=os.path.getsize(prepared.paths[outcome.index]),
+                    attempted=True,
+                )
+            )
+            if keeps_uids(plan):
+                listing.add(prepared.parsed[plan.sop_instance_uid].header, local.mrn)
+        return updates
 
     async def _verify(self, job: ImportJob) -> None:
         """The target must hold exactly the KOS's instances (under their new UIDs if remapped)."""
@@ -313,23 +505,6 @@ class ImportRunner:
                 lambda: self._jobs.mark_instances(job.id, self._settings.owner, updates)
             )
 
-    async def _fail_all(
-        self, job: ImportJob, batch: Sequence[JobInstance], code: str, text: str
-    ) -> None:
-        await self._mark(
-            job,
-            [
-                InstanceUpdate(
-                    sop_instance_uid=i.sop_instance_uid,
-                    state=InstanceState.FAILED,
-                    error_code=code,
-                    error_text=text[:500],
-                    attempted=True,
-                )
-                for i in batch
-            ],
-        )
-
     async def _hold(self, job: ImportJob, reason: str) -> None:
         await anyio.to_thread.run_sync(
             lambda: self._jobs.hold(job.id, reason, owner=self._settings.owner)
@@ -339,23 +514,3 @@ class ImportRunner:
         await anyio.to_thread.run_sync(
             self._jobs.heartbeat, job.id, self._settings.owner, self._settings.lease_seconds
         )
-
-
-def _header(document: ReceivedDocument) -> InstanceHeader:
-    with document.open() as stream:
-        return parse_instance_header(stream, file_size=document.body.size)
-
-
-def _rewrite(document: ReceivedDocument, plan: ReconcilePlan, path: str) -> None:
-    """Apply *plan* to the received instance and write it to *path* (pixel data untouched)."""
-    with document.open() as stream:
-        dataset = dcmread(stream)
-    apply_plan(dataset, plan)
-    dataset.save_as(path, enforce_file_format=True)
-
-
-def _error_for(errors: Sequence[Any], uid: str) -> tuple[str, str]:
-    for error in errors:
-        if uid in error.code_context:
-            return error.error_code, error.code_context[:500]
-    return "XDSDocumentUniqueIdError", f"{uid} was not returned"

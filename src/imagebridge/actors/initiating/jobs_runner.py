@@ -3,7 +3,7 @@
 
 :func:`run_jobs` opens what a run needs from the configuration (the job store,
 the ``[import]`` target, the partner clients), runs the given jobs a few at a
-time and closes everything.  :func:`resume_jobs` first takes back jobs whose
+time and closes everything.  :func:`take_back` (``jobs resume``) first takes back jobs whose
 worker died: a ``running`` job whose lease owner is a process of this host
 that no longer exists is released at once (no waiting for its lease to
 expire); failed and partly failed jobs named explicitly are requeued with
@@ -20,11 +20,13 @@ import anyio
 
 from imagebridge.actors.initiating.client import PartnerClients
 from imagebridge.actors.initiating.importer import ImportRunner, RunnerSettings
+from imagebridge.actors.initiating.observing import process_observers
 from imagebridge.app import open_store
 from imagebridge.config import Config
-from imagebridge.errors import ConfigError, ImageBridgeError
+from imagebridge.errors import ConfigError
 from imagebridge.importing import open_target
 from imagebridge.model.import_job import ImportJob, JobState
+from imagebridge.security.xua_config import partner_security
 from imagebridge.store.jobs import JobStore
 
 log = logging.getLogger(__name__)
@@ -52,10 +54,17 @@ async def run_jobs(
     target = open_target(config.importing.target)
     results: dict[int, ImportJob] = {}
     try:
-        async with PartnerClients() as clients:
+        async with (
+            process_observers(config, store.engine) as observers,
+            PartnerClients(
+                observer=observers.observer,
+                tls_defaults=config.tls.defaults,
+                security=partner_security(config.xua, config.community.home_community_id),
+            ) as clients,
+        ):
             runner = ImportRunner(
                 jobs, clients, config.communities, target, runner_settings(config),
-                progress=progress,
+                progress=progress, audit=observers.audit,
             )  # fmt: skip
             limiter = anyio.CapacityLimiter(PARALLEL_JOBS)
 
@@ -108,30 +117,3 @@ def take_back(jobs: JobStore, job_ids: Sequence[int]) -> list[int]:
             continue
         runnable.append(job.id)
     return runnable
-
-
-def resume_jobs(config: Config, job_ids: Sequence[int]) -> int:
-    """``imagebridge jobs resume``: run the jobs again; 0 when every one completed cleanly,
-    1 when one did not, 2 without an ``[import]`` table."""
-    if config.importing is None:
-        print("configuration error: no [import] table: where should the images go?")
-        return 2
-    store = open_store(config)
-    try:
-        runnable = take_back(JobStore(store.engine), job_ids)
-    except ImageBridgeError as exc:
-        log.error("cannot resume: %s", exc.message)
-        return 1
-    finally:
-        store.close()
-    if not runnable:
-        print("nothing to resume")
-        return 0
-
-    def show(job: ImportJob) -> None:
-        print(f"job {job.id}: {job.done}/{job.total} instances done, {job.errors} errors")
-
-    finished = anyio.run(run_jobs, config, runnable, show)
-    for job in finished:
-        print(f"job {job.id}: {job.state.value} ({job.done}/{job.total} done, {job.errors} errors)")
-    return 0 if all(j.state is JobState.COMPLETED for j in finished) else 1

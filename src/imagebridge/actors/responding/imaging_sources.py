@@ -21,7 +21,9 @@ from __future__ import annotations
 import io
 import logging
 import tempfile
+from collections import Counter
 from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from typing import BinaryIO, cast
 
 import anyio.to_thread
@@ -62,7 +64,11 @@ SPOOL_IN_MEMORY = 1024 * 1024
 LOOKUP_BATCH = 200
 PACS_PARALLEL = 4
 SERIES_BULK_MIN = 4
-"""From this many requested instances of one series, a DICOMweb archive is asked once."""
+"""From this many requested instances of one series, a DICOMweb archive may be asked once."""
+SERIES_BULK_SHARE = 0.5
+"""... and only when they are at least this share of the series (as indexed): a request
+for a few instances of a large series fetches them one by one, not the whole series."""
+_SERIES_SIZES_KEPT = 64
 
 
 def _by_series(
@@ -106,6 +112,7 @@ class ArchiveImagingSource:
             if isinstance(source, FolderSource)
             else None
         )
+        self._series_sizes: dict[tuple[str, str], Counter[str]] = {}
 
     async def retrieve(
         self, locators: Sequence[ImagingDocumentLocator], transfer_syntaxes: Sequence[str]
@@ -115,7 +122,7 @@ class ArchiveImagingSource:
             # A series asked for in bulk is fetched once, whatever the lookup batches.
             singles: list[ImagingDocumentLocator] = []
             for (study, series), group in _by_series(locators).items():
-                if len(group) >= SERIES_BULK_MIN:
+                if len(group) >= SERIES_BULK_MIN and await self._mostly(study, series, len(group)):
                     async for outcome in self._series(study, series, group, transfer_syntaxes):
                         yield outcome
                 else:
@@ -137,6 +144,30 @@ class ArchiveImagingSource:
                 for result in await self._several(chunk, found, transfer_syntaxes):
                     yield result
 
+    async def _mostly(self, study: str, series: str, requested: int) -> bool:
+        """True when *requested* instances are most of the series (or its size is unknown)."""
+        size = await anyio.to_thread.run_sync(self._series_size, study, series)
+        return size is None or requested >= SERIES_BULK_SHARE * size
+
+    def _series_size(self, study: str, series: str) -> int | None:
+        """Instances the index holds for one series of this repository (None: study unknown)."""
+        repo = self._source.repository_unique_id
+        record = self._store.study(study, repo)
+        if record is None:
+            return None
+        if record.number_of_series <= 1:
+            return record.number_of_instances
+        key = (study, record.fingerprint)
+        sizes = self._series_sizes.get(key)
+        if sizes is None:
+            sizes = Counter(
+                h.series.series_instance_uid for h in self._store.study_instances(study, repo)
+            )
+            if len(self._series_sizes) >= _SERIES_SIZES_KEPT:
+                self._series_sizes.pop(next(iter(self._series_sizes)))
+            self._series_sizes[key] = sizes
+        return sizes.get(series, 0)
+
     async def _series(
         self,
         study: str,
@@ -149,14 +180,18 @@ class ArchiveImagingSource:
             return
         wanted = {loc.sop_instance_uid: loc for loc in locators}
         try:
-            async for sop, syntax, body in self._source.read_series(study, series):
-                locator = wanted.pop(sop, None)
-                if locator is None:
-                    if not isinstance(body, bytes):
-                        body.close()  # an instance of the series nobody asked for
-                    continue
-                spool = io.BytesIO(body) if isinstance(body, bytes) else body
-                yield await self._decided(locator, syntax, spool, transfer_syntaxes)
+            # Closed (the response with it) as soon as every requested instance arrived.
+            async with aclosing(self._source.read_series(study, series)) as parts:
+                async for sop, syntax, body in parts:
+                    locator = wanted.pop(sop, None)
+                    if locator is None:
+                        if not isinstance(body, bytes):
+                            body.close()  # an instance of the series nobody asked for
+                        continue
+                    spool = io.BytesIO(body) if isinstance(body, bytes) else body
+                    yield await self._decided(locator, syntax, spool, transfer_syntaxes)
+                    if not wanted:
+                        break
         except ImageBridgeError as exc:
             log.info(
                 "series retrieve failed in %s: %s", self._source.repository_unique_id, exc.message
