@@ -5,7 +5,9 @@ images out in a folder, and a final table of what arrived from where,
 including every community that failed and why.  Progress is shown per
 community (each phase) and per study (bytes received while RAD-75 replies
 stream in).  ``--dry-run`` stops after listing the studies on offer;
-``--study`` restricts the retrieve to chosen Study Instance UIDs.
+``--study`` restricts the retrieve to chosen Study Instance UIDs; ``--json``
+prints one document (:class:`~imagebridge.cli.fetch_record.FetchRecord`)
+instead of the tables and progress bars.
 
 Exit status: 0 when every community answered and every requested instance
 arrived, 1 when something is missing (the table says what), 2 for bad input
@@ -14,12 +16,14 @@ or configuration.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -33,25 +37,22 @@ from rich.table import Table
 
 from imagebridge.actors.initiating.breaker import CircuitBreaker
 from imagebridge.actors.initiating.client import PartnerClients
-from imagebridge.actors.initiating.fanout import CommunityOutcome, FanOutResult, OutcomeStatus
+from imagebridge.actors.initiating.fanout import FanOutResult
 from imagebridge.actors.initiating.folder_sink import FolderSink
+from imagebridge.actors.initiating.observing import process_observers
 from imagebridge.actors.initiating.pull import Demographics, PatientMatch, PullSettings, StudyOffer
 from imagebridge.actors.initiating.workflow import PullWorkflow
+from imagebridge.app import open_store
+from imagebridge.cli import output
 from imagebridge.cli.fetch_import import import_offers
+from imagebridge.cli.fetch_record import FetchRecord, match_json, offer_json, verdict
 from imagebridge.config import Config
 from imagebridge.model.directory import Community
 from imagebridge.model.ids import HomeCommunityId
+from imagebridge.security.xua_config import partner_security
+from imagebridge.transport.events import NO_OBSERVER, TransactionObserver
 from imagebridge.wire.mime import PartHeaders
 from imagebridge.wire.spool import PartSink, StoredBody
-
-_STYLE = {
-    OutcomeStatus.OK: "green",
-    OutcomeStatus.NO_MATCH: "yellow",
-    OutcomeStatus.ERROR: "red",
-    OutcomeStatus.TIMEOUT: "red",
-    OutcomeStatus.UNREACHABLE: "red",
-    OutcomeStatus.SKIPPED: "magenta",
-}
 
 
 @dataclass(slots=True)
@@ -72,20 +73,10 @@ class FetchRequest:
     def into_pacs(self) -> bool:
         return str(self.into) == "pacs"
 
-
-@dataclass(slots=True)
-class CommunityLine:
-    """One row of the final table."""
-
-    community: Community
-    discover: str = "-"
-    studies: int = 0
-    query: str = "-"
-    requested: int = 0
-    arrived: int = 0
-    bytes: int = 0
-    retrieve: str = "-"
-    problems: list[str] = field(default_factory=list)
+    @property
+    def destination(self) -> str:
+        """``pacs``, or the folder as an absolute path."""
+        return "pacs" if self.into_pacs else str(self.into.resolve())
 
 
 class _CountingSink:
@@ -110,65 +101,77 @@ class _CountingSink:
         self._inner.abort()
 
 
-def _verdict(outcome: CommunityOutcome[Any]) -> str:
-    text = f"[{_STYLE[outcome.status]}]{outcome.status.value}[/]"
-    if outcome.status is not OutcomeStatus.OK and outcome.status is not OutcomeStatus.NO_MATCH:
-        why = " ".join(x for x in (outcome.code or "", outcome.detail) if x)
-        text += f" {why}"
-    return text
+@asynccontextmanager
+async def _partner_clients(config: Config) -> AsyncIterator[PartnerClients]:
+    """Partner clients with the deployment's TLS; audited and counted when the
+    configuration imports (its store is the one ``serve`` reads)."""
+    async with AsyncExitStack() as stack:
+        observer: TransactionObserver = NO_OBSERVER
+        if config.importing is not None:
+            store = open_store(config)
+            stack.callback(store.close)
+            observed = await stack.enter_async_context(process_observers(config, store.engine))
+            observer = observed.observer
+        yield await stack.enter_async_context(
+            PartnerClients(
+                observer=observer,
+                tls_defaults=config.tls.defaults,
+                security=partner_security(config.xua, config.community.home_community_id),
+            )
+        )
 
 
-def _record(
-    lines: dict[HomeCommunityId, CommunityLine],
-    result: FanOutResult[Any],
-    attribute: str,
-) -> None:
-    for outcome in result.outcomes:
-        line = lines.setdefault(outcome.home_community_id, CommunityLine(outcome.community))
-        setattr(line, attribute, _verdict(outcome))
-
-
-async def run_fetch(config: Config, request: FetchRequest, console: Console) -> int:
-    """Run the pull and print progress and the final table; returns the exit status."""
+async def run_fetch(
+    config: Config, request: FetchRequest, console: Console, record: FetchRecord | None = None
+) -> int:
+    """Run the pull, print progress and the final table, fill *record*; the exit status."""
+    record = record if record is not None else FetchRecord()
+    if request.into_pacs and config.importing is None:
+        output.error_line("configuration error: --into pacs needs an [import] table")
+        return output.EXIT_USAGE
     settings = PullSettings(
         home=config.community.home_community_id,
         patient_id_authority=config.community.patient_id_authority or None,
         deadline=request.deadline,
     )
-    lines: dict[HomeCommunityId, CommunityLine] = {}
-    async with PartnerClients() as clients:
+    async with _partner_clients(config) as clients:
         flow = PullWorkflow(clients, config.communities, settings, breaker=CircuitBreaker())
         targets = flow.communities(request.communities)
         unknown = set(request.communities) - {c.home_community_id for c in targets}
         for hcid in sorted(unknown, key=lambda h: h.oid):
-            console.print(f"[red]community {hcid.oid} is not in the directory (or has no XCPD)")
+            record.warnings.append(f"community {hcid.oid} is not in the directory (or has no XCPD)")
+            console.print(f"[red]{record.warnings[-1]}")
         if not targets:
-            console.print("[red]no partner community to ask: add [[communities]] to the config")
-            return 2
+            output.error_line("no partner community to ask: add [[communities]] to the config")
+            return output.EXIT_USAGE
         with console.status(f"Looking for the patient in {len(targets)} communities…"):
             found = await flow.discover(request.demographics, targets)
-        _record(lines, found.outcomes, "discover")
+        record.phase("discovery", found.outcomes)
         _print_phase(console, "Patient discovery (ITI-55)", found.outcomes)
+        record.matches = [match_json(m) for m in found.matches]
         _print_matches(console, found.matches)
         if found.locators is not None:
             for note in found.locators.reports:
-                console.print(f"  [yellow]Health Data Locator {note.community.oid}: {note.detail}")
+                record.warnings.append(f"Health Data Locator {note.community.oid}: {note.detail}")
+                console.print(f"  [yellow]{escape(record.warnings[-1])}")
         if not found.matches:
-            _final_table(console, lines)
-            return 1 if _any_failed(lines) else 0
+            _final_table(console, record)
+            return 1 if record.failed() else 0
         with console.status(f"Asking {len(found.matches)} match(es) for imaging manifests…"):
             offered = await flow.find_studies(found.matches)
-        _record(lines, offered.outcomes, "query")
+        record.phase("query", offered.outcomes)
         _print_phase(console, "Imaging manifests (ITI-38, ITI-39)", offered.outcomes)
         for offer in offered.offers:
-            lines[offer.community.home_community_id].studies += 1
+            record.line(offer.community).studies += 1
+        record.offers = [offer_json(o) for o in offered.offers]
         for problem in offered.problems:
-            console.print(f"  [yellow]{problem}")
+            record.warnings.append(problem)
+            console.print(f"  [yellow]{escape(problem)}")
         _print_offers(console, offered.offers)
         chosen = _choose(offered.offers, request.studies)
         if request.into_pacs and chosen:
-            _final_table(console, lines)
-            status = await import_offers(
+            _final_table(console, record)
+            report = await import_offers(
                 config,
                 console,
                 request.demographics,
@@ -178,15 +181,17 @@ async def run_fetch(config: Config, request: FetchRequest, console: Console) -> 
                 clients=clients,
                 dry_run=request.dry_run,
             )
-            return max(status, 1 if _any_failed(lines) else 0)
+            record.imported = report.to_json()
+            return max(report.status, 1 if record.failed() else 0)
         if request.dry_run or not chosen:
-            _final_table(console, lines)
-            return 1 if _any_failed(lines) else 0
+            _final_table(console, record)
+            return 1 if record.failed() else 0
         sink = FolderSink(request.into)
-        status = await _retrieve(console, flow, chosen, sink, lines)
-    _final_table(console, lines)
-    console.print(f"Images are in {request.into.resolve()}")
-    return status
+        record.root = request.into.resolve()
+        await _retrieve(console, flow, chosen, sink, record)
+    _final_table(console, record)
+    console.print(f"Images are in {request.into.resolve()}", markup=False)
+    return 1 if record.incomplete() or record.failed() else 0
 
 
 async def _retrieve(
@@ -194,8 +199,8 @@ async def _retrieve(
     flow: PullWorkflow,
     chosen: Sequence[StudyOffer],
     sink: FolderSink,
-    lines: dict[HomeCommunityId, CommunityLine],
-) -> int:
+    record: FetchRecord,
+) -> None:
     columns = (
         SpinnerColumn(),
         TextColumn("{task.description}"),
@@ -210,18 +215,18 @@ async def _retrieve(
             key = (community.home_community_id, offer.entry.unique_id)
             if key not in tasks:
                 label = f"{community.name}: {offer.service_date} {offer.description}".strip()
-                tasks[key] = progress.add_task(label, total=None)
+                tasks[key] = progress.add_task(escape(label), total=None)
             return _CountingSink(sink.part_sink(), progress, tasks[key])
 
         report = await flow.retrieve(chosen, part_sink)
         try:
-            _record(lines, report.outcomes, "retrieve")
+            record.phase("retrieve", report.outcomes)
             for offer, why in report.unroutable:
-                line = lines[offer.community.home_community_id]
+                line = record.line(offer.community)
                 line.requested += len(offer.locators)
                 line.problems.append(why)
             for outcome in report.outcomes.outcomes:
-                line = lines.setdefault(outcome.home_community_id, CommunityLine(outcome.community))
+                line = record.line(outcome.community)
                 if outcome.value is None:
                     line.requested += sum(
                         len(o.locators) for o in chosen if _routed_to(flow, o, outcome.community)
@@ -243,8 +248,6 @@ async def _retrieve(
                 progress.update(task, total=progress.tasks[task].completed)
         finally:
             report.close()
-    incomplete = any(line.arrived < line.requested for line in lines.values())
-    return 1 if incomplete or _any_failed(lines) else 0
 
 
 def _routed_to(flow: PullWorkflow, offer: StudyOffer, community: Community) -> bool:
@@ -259,20 +262,11 @@ def _choose(offers: Sequence[StudyOffer], studies: Sequence[str]) -> list[StudyO
     return [o for o in offers if wanted & set(o.study_instance_uids)]
 
 
-def _any_failed(lines: dict[HomeCommunityId, CommunityLine]) -> bool:
-    bad = ("error", "timeout", "unreachable", "skipped")
-    return any(
-        any(word in text for word in bad)
-        for line in lines.values()
-        for text in (line.discover, line.query, line.retrieve)
-    )
-
-
 def _print_phase(console: Console, title: str, result: FanOutResult[Any]) -> None:
     console.print(f"[bold]{title}[/]: {result.elapsed:.1f} s")
     for outcome in result.outcomes:
         name = outcome.community.name or outcome.home_community_id.oid
-        console.print(f"  {name}: {_verdict(outcome)}")
+        console.print(f"  {escape(name)}: {verdict(outcome)}")
 
 
 def _size(n: int) -> str:
@@ -292,7 +286,8 @@ def _print_matches(console: Console, matches: Sequence[PatientMatch]) -> None:
         console.print(
             f"  match in {match.community.name}: {name or '?'}, born "
             f"{person.birth_time or '?'}, sex {person.administrative_gender or '?'}, "
-            f"id {person.patient_id.cx}{hdl}"
+            f"id {person.patient_id.cx}{hdl}",
+            markup=False,
         )
 
 
@@ -305,23 +300,23 @@ def _print_offers(console: Console, offers: Sequence[StudyOffer]) -> None:
         table.add_column(column)
     for offer in offers:
         table.add_row(
-            offer.community.name,
+            escape(offer.community.name),
             offer.service_date,
-            offer.description,
+            escape(offer.description),
             str(len(offer.locators)),
             ", ".join(offer.study_instance_uids),
         )
     console.print(table)
 
 
-def _final_table(console: Console, lines: dict[HomeCommunityId, CommunityLine]) -> None:
+def _final_table(console: Console, record: FetchRecord) -> None:
     table = Table(title="What arrived from where")
     for column in ("community", "discovery", "studies", "manifests", "images", "size", "retrieve"):
         table.add_column(column)
-    for line in lines.values():
+    for line in record.lines.values():
         images = f"{line.arrived}/{line.requested}" if line.requested else "-"
         table.add_row(
-            line.community.name or line.community.home_community_id.oid,
+            escape(line.community.name or line.community.home_community_id.oid),
             line.discover,
             str(line.studies),
             line.query,
@@ -330,8 +325,9 @@ def _final_table(console: Console, lines: dict[HomeCommunityId, CommunityLine]) 
             line.retrieve,
         )
     console.print(table)
-    for line in lines.values():
+    for line in record.lines.values():
+        name = escape(line.community.name)
         for problem in line.problems[:20]:
-            console.print(f"  [yellow]{line.community.name}: {problem}")
+            console.print(f"  [yellow]{name}: {escape(problem)}")
         if len(line.problems) > 20:
-            console.print(f"  [yellow]{line.community.name}: … {len(line.problems) - 20} more")
+            console.print(f"  [yellow]{name}: … {len(line.problems) - 20} more")

@@ -3,7 +3,7 @@
 Reads the jobs from the store named by the configuration
 (:class:`~imagebridge.store.jobs.JobStore`).  ``cancel`` stops a running job
 at its next batch; ``resume`` hands jobs to the runner
-(:func:`imagebridge.actors.initiating.jobs_runner.resume_jobs`).
+(:func:`imagebridge.actors.initiating.jobs_runner.take_back` and ``run_jobs``).
 
 Exit status: 0 on success, 1 for an unknown job or a refused change
 (cancelling a completed job), 2 for a bad configuration.
@@ -11,49 +11,53 @@ Exit status: 0 on success, 1 for an unknown job or a refused change
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
-from pathlib import Path
 from typing import Annotated
 
+import anyio
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 from rich.table import Table
 
 from imagebridge.actors.initiating import jobs_runner
 from imagebridge.app import open_store
-from imagebridge.config import Config, load_config
-from imagebridge.errors import ConfigError, StoreError
+from imagebridge.cli import output
+from imagebridge.cli.job_views import (
+    event_json,
+    instance_json,
+    job_json,
+    outcome_table,
+    state_markup,
+    when,
+)
+from imagebridge.cli.output import ConfigPath, JsonFlag, codes, epilog
+from imagebridge.config import Config
+from imagebridge.errors import ImageBridgeError, StoreError
 from imagebridge.model.import_job import ERRORS, ImportJob, InstanceState, JobState
 from imagebridge.store.jobs import JobStore
 
+_CFG = "imagebridge.toml"
+
 jobs_app = typer.Typer(
     help="Durable import jobs: list, show, cancel, resume.",
+    epilog=epilog(
+        [
+            f"imagebridge jobs list -c {_CFG} --state failed",
+            f"imagebridge jobs show 12 -c {_CFG}",
+            f"imagebridge jobs resume -c {_CFG}",
+            "imagebridge jobs COMMAND --help",
+        ]
+    ),
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=output.MARKUP_MODE,
 )
 
-ConfigPath = Annotated[Path, typer.Option("--config", "-c", help="TOML configuration file.")]
 JobId = Annotated[int, typer.Argument(help="Job id (see `imagebridge jobs list`).")]
-
-_STYLE = {
-    JobState.PENDING: "cyan",
-    JobState.RUNNING: "blue",
-    JobState.HELD: "magenta",
-    JobState.COMPLETED: "green",
-    JobState.COMPLETED_WITH_ERRORS: "yellow",
-    JobState.FAILED: "red",
-    JobState.CANCELLED: "dim",
-}
-
-
-def _load(path: Path) -> Config:
-    try:
-        return load_config(path)
-    except ConfigError as exc:
-        typer.secho(f"configuration error: {exc.message}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
+_STORE = "incomplete or refused: the store cannot be read, or there is no such job"
 
 
 @contextmanager
@@ -62,26 +66,26 @@ def _jobs(config: Config) -> Iterator[JobStore]:
     try:
         store = open_store(config)
     except StoreError as exc:
-        typer.secho(exc.message, fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
+        output.fail(exc.message, output.EXIT_INCOMPLETE, exc)
     try:
         yield JobStore(store.engine)
     except StoreError as exc:
-        typer.secho(exc.message, fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from exc
+        output.fail(exc.message, output.EXIT_INCOMPLETE, exc)
     finally:
         store.close()
 
 
-def _when(value: datetime | None) -> str:
-    return "-" if value is None else f"{value:%Y-%m-%d %H:%M:%S}Z"
-
-
-def _state(state: JobState) -> str:
-    return f"[{_STYLE[state]}]{state.value}[/]"
-
-
-@jobs_app.command("list")
+@jobs_app.command(
+    "list",
+    epilog=epilog(
+        [
+            f"imagebridge jobs list -c {_CFG}",
+            f"imagebridge jobs list -c {_CFG} --state failed --state held",
+            f"imagebridge jobs list -c {_CFG} --limit 10 --json | jq '.jobs[].id'",
+        ],
+        codes(ok="the jobs were listed (also none)", incomplete="the store cannot be read"),
+    ),
+)
 def list_jobs(
     *,
     config: ConfigPath,
@@ -89,10 +93,14 @@ def list_jobs(
         list[JobState] | None, typer.Option("--state", help="Only jobs in this state (repeatable).")
     ] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many jobs.")] = 50,
+    json_mode: JsonFlag = False,
 ) -> None:
     """List import jobs, most recently updated first."""
-    with _jobs(_load(config)) as store:
+    with _jobs(output.load(config)) as store:
         found = store.list_jobs(states=state or None, limit=limit)
+    if json_mode:
+        output.emit_json({"count": len(found), "jobs": [job_json(job) for job in found]})
+        return
     table = Table(title=f"Import jobs ({len(found)})")
     for column in ("ID", "State", "Study", "Community", "Stored", "Errors", "Updated"):
         table.add_column(column, justify="right" if column in ("ID", "Errors") else "left")
@@ -100,28 +108,47 @@ def list_jobs(
         request = job.request
         table.add_row(
             str(job.id),
-            _state(job.state),
+            state_markup(job.state),
             request.study_instance_uid,
-            request.source_community_name or request.source_community.oid,
+            escape(request.source_community_name or request.source_community.oid),
             f"{job.done}/{job.total}",
             str(job.errors),
-            _when(job.updated_at),
+            when(job.updated_at),
         )
     Console().print(table)
 
 
-@jobs_app.command()
+@jobs_app.command(
+    epilog=epilog(
+        [
+            f"imagebridge jobs show 12 -c {_CFG}",
+            f"imagebridge jobs show 12 -c {_CFG} --events 100",
+            f"imagebridge jobs show 12 -c {_CFG} --json | jq .job.state",
+        ],
+        codes(ok="the job was shown", incomplete=_STORE),
+    )
+)
 def show(
     job_id: JobId,
     *,
     config: ConfigPath,
     events: Annotated[int, typer.Option(min=0, help="Show this many latest events.")] = 20,
+    json_mode: JsonFlag = False,
 ) -> None:
     """Show one job: details, instances by state, verification, errors and latest events."""
-    with _jobs(_load(config)) as store:
+    with _jobs(output.load(config)) as store:
         job = store.get_job(job_id)
         history = store.events(job_id, events) if events else []
         failed = store.instances(job_id, ERRORS)[:20] if job.errors else []
+    if json_mode:
+        output.emit_json(
+            {
+                "job": job_json(job),
+                "instances_with_errors": [instance_json(item) for item in failed],
+                "events": [event_json(event) for event in history],
+            }
+        )
+        return
     console = Console()
     console.print(_details(job))
     counts = Table(title="Instances")
@@ -137,14 +164,16 @@ def show(
             errors.add_column(column)
         for item in failed:
             error = " ".join(filter(None, (item.error_code, item.error_text)))
-            errors.add_row(item.sop_instance_uid, item.state.value, str(item.attempts), error)
+            errors.add_row(
+                item.sop_instance_uid, item.state.value, str(item.attempts), escape(error)
+            )
         console.print(errors)
     if history:
         log = Table(title="Events")
         log.add_column("At")
         log.add_column("Event")
         for event in history:
-            log.add_row(_when(event.at), event.message)
+            log.add_row(when(event.at), escape(event.message))
         console.print(log)
 
 
@@ -159,14 +188,14 @@ def _details(job: ImportJob) -> Table:
         local = f"{request.local_patient_id} ({request.local_patient_issuer or '-'})"
     lease = "-"
     if job.lease_owner is not None:
-        lease = f"{job.lease_owner} until {_when(job.lease_expires_at)}"
+        lease = f"{job.lease_owner} until {when(job.lease_expires_at)}"
     verification = "not verified"
     if job.verification is not None:
         v = job.verification
         verdict = "[green]ok[/]" if v.ok else "[red]MISMATCH[/]"
-        verification = f"{v.found} of {v.expected} found, {verdict} at {_when(v.checked_at)}"
+        verification = f"{v.found} of {v.expected} found, {verdict} at {when(v.checked_at)}"
     rows = [
-        ("State", _state(job.state)),
+        ("State", state_markup(job.state)),
         ("Study", request.study_instance_uid),
         ("Source community", f"{request.source_community_name} ({request.source_community.oid})"),
         ("Imaging community", request.imaging_community.oid),
@@ -178,9 +207,9 @@ def _details(job: ImportJob) -> Table:
         ("Verification", verification),
         ("Attempts", str(job.attempts)),
         ("Lease", lease),
-        ("Created", _when(job.created_at)),
-        ("Updated", _when(job.updated_at)),
-        ("Finished", _when(job.finished_at)),
+        ("Created", when(job.created_at)),
+        ("Updated", when(job.updated_at)),
+        ("Finished", when(job.finished_at)),
     ]
     if job.hold_reason:
         rows.append(("Held because", job.hold_reason))
@@ -191,10 +220,18 @@ def _details(job: ImportJob) -> Table:
     return table
 
 
-@jobs_app.command()
+@jobs_app.command(
+    epilog=epilog(
+        [f"imagebridge jobs cancel 12 -c {_CFG}"],
+        codes(
+            ok="the job is cancelled (or already was)",
+            incomplete="refused (a completed job) or no such job",
+        ),
+    )
+)
 def cancel(job_id: JobId, *, config: ConfigPath) -> None:
     """Cancel a job; a running job stops at its next batch."""
-    with _jobs(_load(config)) as store:
+    with _jobs(output.load(config)) as store:
         before = store.get_job(job_id).state
         job = store.cancel(job_id)
     if before is JobState.CANCELLED:
@@ -205,7 +242,19 @@ def cancel(job_id: JobId, *, config: ConfigPath) -> None:
         typer.echo(f"job {job.id} cancelled")
 
 
-@jobs_app.command()
+@jobs_app.command(
+    epilog=epilog(
+        [
+            f"imagebridge jobs resume -c {_CFG}",
+            f"imagebridge jobs resume 12 13 -c {_CFG}",
+        ],
+        codes(
+            ok="every resumed job completed (or there was nothing to resume)",
+            incomplete="a job did not complete, or a job cannot be resumed",
+            usage="usage or configuration error (no [import] table): nothing was done",
+        ),
+    )
+)
 def resume(
     job_ids: Annotated[
         list[int] | None, typer.Argument(help="Job ids; none resumes every resumable job.")
@@ -213,6 +262,50 @@ def resume(
     *,
     config: ConfigPath,
 ) -> None:
-    """Resume jobs: retrieve only their missing instances, then verify."""
-    settings = _load(config)
-    raise typer.Exit(jobs_runner.resume_jobs(settings, list(job_ids or ())))
+    """Resume jobs: retrieve only their missing instances, then verify.
+
+    Named jobs that failed are retried with their failed instances; without ids,
+    pending jobs and jobs whose worker process has ended are taken back.
+    Held jobs wait for a reviewer and are not resumed.
+    """
+    settings = output.load(config)
+    if settings.importing is None:
+        output.fail(
+            "configuration error: no [import] table: where should the images go?",
+            output.EXIT_USAGE,
+        )
+    with _jobs(settings) as store:
+        try:
+            runnable = jobs_runner.take_back(store, list(job_ids or ()))
+        except ImageBridgeError as exc:
+            output.fail(f"cannot resume: {exc.message}", output.EXIT_INCOMPLETE, exc)
+        before = [store.get_job(i) for i in runnable]
+    if not runnable:
+        typer.echo("nothing to resume")
+        return
+    finished = _run_with_progress(settings, before, Console())
+    Console().print(outcome_table(finished, title="Resumed jobs"))
+    if not all(job.state is JobState.COMPLETED for job in finished):
+        raise typer.Exit(output.EXIT_INCOMPLETE)
+
+
+def _run_with_progress(
+    config: Config, jobs: Sequence[ImportJob], console: Console
+) -> list[ImportJob]:
+    """Run *jobs* with one progress bar each (instances done of total)."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=console) as progress:
+        bars: dict[int, TaskID] = {
+            job.id: progress.add_task(
+                escape(f"job {job.id} {job.request.source_community_name}"),
+                total=job.total,
+                completed=job.done,
+            )
+            for job in jobs
+        }
+
+        def show(job: ImportJob) -> None:
+            if job.id in bars:
+                progress.update(bars[job.id], completed=job.done + job.errors, total=job.total)
+
+        return anyio.run(jobs_runner.run_jobs, config, [job.id for job in jobs], show)
