@@ -5,8 +5,9 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the tests use: dciodvfy (dicom3tools) validates built KOS objects;
-# Orthanc with its DICOMweb plugin is the real PACS of the integration tests.
-DEBIAN_PACKAGES := dicom3tools orthanc orthanc-dicomweb
+# Orthanc with its DICOMweb plugin is the real PACS of the integration tests;
+# chromium is the browser Playwright drives in tests/browser (never `playwright install`).
+DEBIAN_PACKAGES := dicom3tools orthanc orthanc-dicomweb chromium
 SYSTEM_STAMP := $(VENV)/.system-packages
 # Debian packages only `make bench` needs: nginx is the static-file baseline of
 # bench/rad75_throughput.py (which starts its own nginx on a loopback port).
@@ -60,6 +61,7 @@ bench: $(STAMP) $(SYSTEM_STAMP) $(BENCH_SYSTEM_STAMP)
 	$(BIN)/python bench/responder.py
 	$(BIN)/python bench/rad75_throughput.py
 	$(BIN)/python bench/fanout.py
+	$(BIN)/python bench/import_throughput.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

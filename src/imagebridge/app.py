@@ -10,19 +10,21 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 
 import anyio
 import httpx
 from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from imagebridge.actors.initiating.client import PartnerClient, PartnerClients
 from imagebridge.actors.initiating.imaging_gateway import (
     ImagingGatewaySettings,
     InitiatingImagingGateway,
 )
+from imagebridge.actors.responding.access import XuaGuard, enforce_access
 from imagebridge.actors.responding.catalog import CatalogSettings, ManifestCatalog
 from imagebridge.actors.responding.imaging_retrieve import (
     BackendFactory,
@@ -39,15 +41,29 @@ from imagebridge.config import Config, RepositoryConfig
 from imagebridge.dicom.metadata import ManifestMetadataSettings
 from imagebridge.errors import ConfigError
 from imagebridge.model.directory import Community
+from imagebridge.security.audit_trail import AuditTrail
+from imagebridge.security.event_facts import DecodedObservers
+from imagebridge.security.measures import Measures, metrics_route
+from imagebridge.security.saml_issuer import Principal, SecurityHeaders, SessionPrincipal
+from imagebridge.security.xua_config import (
+    build_access_policy,
+    build_verifier,
+    partner_security,
+    system_principal,
+)
 from imagebridge.sources.base import ImageSource
 from imagebridge.sources.dicomweb import DicomWebSource
 from imagebridge.sources.dimse import DimseSource
 from imagebridge.sources.folder import FolderSource
 from imagebridge.sources.indexer import keep_indexed
 from imagebridge.store import Store
+from imagebridge.store.counters import TransactionCounters
 from imagebridge.transactions import Transaction
 from imagebridge.transport.client import SoapClient
+from imagebridge.transport.events import NO_OBSERVER, TransactionObserver
 from imagebridge.transport.server import SoapEndpoint, soap_routes
+from imagebridge.web.auth import current_operator
+from imagebridge.web.routes import staff_page
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +81,12 @@ class Gateway:
     sources: dict[str, ImageSource]
     catalog: ManifestCatalog
     endpoints: list[SoapEndpoint]
+    observer: TransactionObserver = NO_OBSERVER
+    """Hears every transaction on both sides (audit trail, performance counters)."""
+    measures: Measures | None = None
+    audit: AuditTrail | None = None
+    principal: SessionPrincipal | None = None
+    """Whose name our SAML assertions carry; the staff page acts as the logged-in operator."""
 
 
 def build_source(repo: RepositoryConfig, store: Store) -> ImageSource:
@@ -184,13 +206,34 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         r.unique_id: build_source(r, store) for r in config.repositories if r.source != "ids"
     }
     http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
-    partners = PartnerClients()
+    measures = Measures(TransactionCounters(store.engine))
+    audit = (
+        AuditTrail.open(
+            config.audit,
+            store.engine,
+            home_community_id=config.community.home_community_id.oid,
+            community_name=config.community.name,
+        )
+        if config.audit.enabled
+        else None
+    )
+    observer = DecodedObservers([c for c in (audit, measures) if c is not None])
+    issuer = config.xua.issuer
+    principal = SessionPrincipal(system_principal(issuer)) if issuer is not None else None
+    partners = PartnerClients(
+        observer=observer,
+        tls_defaults=config.tls.defaults,
+        security=partner_security(config.xua, config.community.home_community_id, principal),
+    )
     try:
         for repo_id, source in sources.items():
             if isinstance(source, FolderSource):
                 report = await source.sync()
                 log.info("indexed repository %s: %s", repo_id, report)
-        yield build_gateway(config, store, sources, SoapClient(http), partners)
+        gateway = build_gateway(config, store, sources, SoapClient(http), partners)
+        gateway.observer, gateway.measures, gateway.audit = observer, measures, audit
+        gateway.principal = principal
+        yield gateway
     finally:
         await partners.aclose()
         await http.aclose()
@@ -200,12 +243,37 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         store.close()
 
 
+def _as_operator(system: Principal) -> Principal:
+    """The staff member logged in to the page, else the configured system user."""
+    name = current_operator.get()
+    return system if name is None else replace(system, subject_id=name, user_id=name)
+
+
+def _operator_security(config: Config) -> SecurityHeaders | None:
+    """Assertions for the staff page's requests: they name the logged-in operator."""
+    if config.xua.issuer is None:
+        return None
+    system = system_principal(config.xua.issuer)
+    return partner_security(
+        config.xua, config.community.home_community_id, partial(_as_operator, system)
+    )
+
+
 def create_app(config: Config) -> Starlette:
     """The ASGI application for ``imagebridge serve``."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with open_gateway(config) as gateway, anyio.create_task_group() as tasks:
+        async with (
+            open_gateway(config) as gateway,
+            staff_page(
+                config,
+                gateway.store,
+                security=_operator_security(config),
+                observer=gateway.observer,
+            ) as staff,
+            anyio.create_task_group() as tasks,
+        ):
             for repo in config.repositories:
                 source = gateway.sources.get(repo.unique_id)
                 if source is None:
@@ -214,7 +282,22 @@ def create_app(config: Config) -> Starlette:
                     tasks.start_soon(source.watch, repo.scan_interval)
                 else:
                     tasks.start_soon(keep_indexed, source, gateway.store, repo.scan_interval)
-            app.router.routes.extend(soap_routes(gateway.endpoints))
+            if gateway.measures is not None:
+                await tasks.start(gateway.measures.run)
+                app.router.routes.append(metrics_route(gateway.measures))
+            if gateway.audit is not None:
+                await tasks.start(gateway.audit.run)
+            endpoints, guard = gateway.endpoints, None
+            verifier = config.xua.verifier
+            if verifier is not None:
+                policy = build_access_policy(verifier)
+                endpoints = enforce_access(endpoints, policy, config.community.home_community_id)
+                guard = XuaGuard(build_verifier(verifier))
+            app.router.routes.extend(
+                soap_routes(endpoints, observer=gateway.observer, verifier=guard)
+            )
+            if staff is not None:  # the staff page ([web]) answers every other path
+                app.router.routes.append(Mount("", app=staff))
             app.state.gateway = gateway
             yield
             tasks.cancel_scope.cancel()

@@ -19,8 +19,11 @@ from typing import Any
 from imagebridge.directory.static import communities_from_config
 from imagebridge.errors import ConfigError, ImageBridgeError
 from imagebridge.importing.settings import ImportConfig, import_config
-from imagebridge.model.directory import DirectorySnapshot
+from imagebridge.model.directory import DirectorySnapshot, TlsSettings
 from imagebridge.model.ids import HomeCommunityId, validate_oid
+from imagebridge.security.audit_config import AuditConfig, audit_config
+from imagebridge.security.xua_config import XuaConfig, xua_config
+from imagebridge.web.settings import WebConfig, web_config
 
 ENV_PREFIX = "IMAGEBRIDGE_"
 SOURCE_KINDS = ("folder", "dicomweb", "dimse", "ids")
@@ -44,16 +47,38 @@ class ServerConfig:
     """``[server]``: where ``imagebridge serve`` listens."""
 
     host: str = "127.0.0.1"
+    """Without TLS only a loopback address is accepted (``serve --insecure-http`` overrides)."""
     port: int = 8080
     tls_certificate: Path | None = None
     """PEM certificate chain of this gateway; with ``tls_private_key`` it turns HTTPS on."""
     tls_private_key: Path | None = None
     tls_client_ca: Path | None = None
-    """PEM bundle of the CAs whose client certificates are accepted (mutual TLS)."""
+    """PEM bundle of the CAs whose client certificates are accepted; required with TLS."""
 
     @property
     def tls(self) -> bool:
         return self.tls_certificate is not None and self.tls_private_key is not None
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """``[tls]``: the deployment's TLS material for calling partners (mutual TLS).
+
+    A ``[[communities]]`` entry's own ``tls_*`` keys replace these for that
+    partner only where it sets them.  There is no way to turn verification off.
+    """
+
+    ca_bundle: Path | None = None
+    """PEM bundle of the CAs partner servers must chain to (the Carequality/Sequoia bundle);
+    none: the system trust store."""
+    client_certificate: Path | None = None
+    """PEM chain we present to every partner; with ``client_key``."""
+    client_key: Path | None = None
+
+    @property
+    def defaults(self) -> TlsSettings:
+        """The per-partner settings every community starts from."""
+        return TlsSettings(self.ca_bundle, self.client_certificate, self.client_key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +123,7 @@ class Config:
 
     community: CommunityConfig
     server: ServerConfig = ServerConfig()
+    tls: TlsConfig = TlsConfig()
     store: StoreConfig = StoreConfig()
     xcpd: MatchingConfig = MatchingConfig()
     repositories: tuple[RepositoryConfig, ...] = field(default_factory=tuple)
@@ -105,6 +131,12 @@ class Config:
     """``[[communities]]``: partner gateways this one sends to (static directory)."""
     importing: ImportConfig | None = None
     """``[import]``: where pulled images are imported (None: folder only, no PACS)."""
+    web: WebConfig | None = None
+    """``[web]``: the staff page (None: not served)."""
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    """``[audit]``: the ATNA audit repository (off unless ``enabled``)."""
+    xua: XuaConfig = field(default_factory=XuaConfig)
+    """``[xua]``: the SAML assertions we issue and the ones we accept."""
     source_file: Path | None = None
 
     def repository(self, unique_id: str) -> RepositoryConfig | None:
@@ -117,8 +149,10 @@ class Config:
 _TABLES: dict[str, type[Any]] = {
     "community": CommunityConfig,
     "server": ServerConfig,
+    "tls": TlsConfig,
     "store": StoreConfig,
     "xcpd": MatchingConfig,
+    "audit": AuditConfig,
 }
 
 
@@ -140,7 +174,7 @@ def config_from_mapping(
     """Build and validate a :class:`Config` from parsed TOML plus environment overrides."""
     data: dict[str, Any] = {k: (dict(v) if isinstance(v, dict) else v) for k, v in raw.items()}
     _apply_environment(data, environ)
-    unknown = set(data) - set(_TABLES) - {"repositories", "communities", "import"}
+    unknown = set(data) - set(_TABLES) - {"repositories", "communities", "import", "web", "xua"}
     if unknown:
         raise ConfigError(f"unknown configuration table(s): {', '.join(sorted(unknown))}")
     if "community" not in data:
@@ -159,7 +193,10 @@ def config_from_mapping(
         raise ConfigError("repositories must be an array of tables ([[repositories]])")
     config = Config(
         community=_build(CommunityConfig, "community", {"home_community_id": home, **community}),
-        server=_build(ServerConfig, "server", _table("server", data.get("server", {}))),
+        server=_relative_paths(
+            _build(ServerConfig, "server", _table("server", data.get("server", {}))), source
+        ),
+        tls=_relative_paths(_build(TlsConfig, "tls", _table("tls", data.get("tls", {}))), source),
         store=_build(StoreConfig, "store", _table("store", data.get("store", {}))),
         xcpd=_build(MatchingConfig, "xcpd", _table("xcpd", data.get("xcpd", {}))),
         repositories=tuple(_repository(i, r, source) for i, r in enumerate(repos)),
@@ -170,6 +207,19 @@ def config_from_mapping(
             import_config(data["import"], base_dir=source.parent if source is not None else None)
             if "import" in data
             else None
+        ),
+        web=(
+            web_config(data["web"], environ, base_dir=source.parent if source else None)
+            if "web" in data
+            else None
+        ),
+        audit=audit_config(
+            data.get("audit", {}), base_dir=source.parent if source is not None else None
+        ),
+        xua=(
+            xua_config(_table("xua", data["xua"]), source.parent if source else None)
+            if "xua" in data
+            else XuaConfig()
         ),
         source_file=source,
     )
@@ -184,7 +234,29 @@ def config_from_mapping(
         raise ConfigError("server.tls_certificate and server.tls_private_key go together")
     if config.server.tls_client_ca is not None and not config.server.tls:
         raise ConfigError("server.tls_client_ca needs server.tls_certificate and tls_private_key")
+    if config.server.tls and config.server.tls_client_ca is None:
+        raise ConfigError(
+            "server.tls_client_ca is required with server.tls_certificate: partners must "
+            "present a client certificate (mutual TLS); name the PEM bundle of the CAs that "
+            "issue them"
+        )
+    if (config.tls.client_certificate is None) != (config.tls.client_key is None):
+        raise ConfigError("tls.client_certificate and tls.client_key go together")
     return config
+
+
+def _relative_paths(table: Any, source: Path | None) -> Any:
+    """*table* with its relative ``Path`` values resolved against the configuration's folder."""
+    changes: dict[str, Path] = {}
+    for name in table.__dataclass_fields__:
+        value = getattr(table, name)
+        if isinstance(value, Path):
+            path = value.expanduser()
+            if not path.is_absolute() and source is not None:
+                path = source.parent / path
+            if path != value:
+                changes[name] = path
+    return dataclasses.replace(table, **changes) if changes else table
 
 
 def _apply_environment(data: dict[str, Any], environ: Mapping[str, str]) -> None:

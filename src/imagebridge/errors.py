@@ -426,6 +426,53 @@ class XuaAttributeInvalid(InvalidSecurityToken):
         self.attribute_name = attribute_name
 
 
+class AuthnStatementInvalid(InvalidSecurityToken):
+    """No usable AuthnStatement: none, two, two AuthnContexts, a future AuthnInstant."""
+
+
+class SecurityHeaderTooLarge(InvalidSecurity):
+    """The wsse:Security header (or its assertion) is larger than the configured ceiling."""
+
+
+class ReplayedMessage(InvalidSecurity):
+    """A message whose holder-of-key signature was already accepted (WSS4J: a replay attack)."""
+
+
+class FailedAuthentication(WsSecurityError):
+    """The token could not be authenticated: unsigned, untrusted issuer, outside its validity
+    window, another audience, no holder-of-key proof."""
+
+    fault_subcode = QName(WSSE_NS, "FailedAuthentication")
+
+
+class FailedCheck(WsSecurityError):
+    """A signature or digest does not verify."""
+
+    fault_subcode = QName(WSSE_NS, "FailedCheck")
+
+
+class SignatureWrapping(FailedCheck):
+    """What was signed is not what would be read (moved signed element, duplicate IDs)."""
+
+
+class UnsupportedAlgorithm(WsSecurityError):
+    """A signature, digest or canonicalization algorithm imagebridge does not accept."""
+
+    fault_subcode = QName(WSSE_NS, "UnsupportedAlgorithm")
+
+
+class MessageExpired(WsSecurityError):
+    """The wsu:Timestamp has expired or lies in the future (WSS core 12: wsse:MessageExpired)."""
+
+    fault_subcode = QName(WSSE_NS, "MessageExpired")
+
+
+class SecurityTokenUnavailable(WsSecurityError):
+    """A referenced security token (the assertion named by a SecurityTokenReference) is absent."""
+
+    fault_subcode = QName(WSSE_NS, "SecurityTokenUnavailable")
+
+
 # --- Retrieve Imaging Document Set [RAD-69] / Cross Gateway Retrieve Imaging Document Set [RAD-75]
 
 

@@ -951,8 +951,12 @@ async def test_a_200_mb_study_streams_in_flat_memory(
             samples=len(sampler.samples),
         )
         assert len(sampler.samples) > 10
-        assert high_water < 150 * MiB
+        # Flat: a 200 MB study costs the server less than 64 MiB over its idle size.
+        # (The idle size grows with what the process imports; the 150 MB
+        # peak target is a figure measured by bench/rad75_throughput.py, and this
+        # ceiling only catches a study being held whole.)
         assert sampler.peak - idle < 64 * MiB
+        assert high_water < 200 * MiB
 
 
 # --- helpers for byte comparison -------------------------------------------------------------

@@ -112,3 +112,53 @@ xca_query_url = "https://a.example.org/xca/query"
     bad = GOOD + '\n[[communities]]\nname = "no id"\nxcpd_url = "https://b.example.org/"\n'
     with pytest.raises(ConfigError, match="communities"):
         load_config(_write(tmp_path, bad), environ={})
+
+
+TLS_SERVER = '[server]\nhost = "0.0.0.0"\ntls_certificate = "gw.pem"\ntls_private_key = "gw.key"\n'
+
+
+def test_tls_keys_resolve_against_the_configuration_folder(tmp_path: Path) -> None:
+    text = (
+        '[community]\nhome_community_id = "1.2"\n'
+        + TLS_SERVER
+        + 'tls_client_ca = "trust/clients.pem"\n'
+        + '[tls]\nca_bundle = "trust/sequoia.pem"\n'
+        + 'client_certificate = "/etc/ib/ours.pem"\nclient_key = "/etc/ib/ours.key"\n'
+    )
+    config = load_config(_write(tmp_path, text), environ={})
+    assert config.server.tls_certificate == tmp_path / "gw.pem"
+    assert config.server.tls_client_ca == tmp_path / "trust" / "clients.pem"
+    assert config.tls.ca_bundle == tmp_path / "trust" / "sequoia.pem"
+    assert config.tls.client_certificate == Path("/etc/ib/ours.pem")
+    defaults = config.tls.defaults
+    assert (defaults.ca_bundle, defaults.client_key) == (
+        tmp_path / "trust" / "sequoia.pem",
+        Path("/etc/ib/ours.key"),
+    )
+
+
+def test_tls_table_is_optional_and_overridable_from_the_environment(tmp_path: Path) -> None:
+    config = load_config(_write(tmp_path, GOOD), environ={})
+    assert config.tls.defaults.ca_bundle is None
+    env = {"IMAGEBRIDGE_TLS_CA_BUNDLE": "/etc/ib/sequoia.pem"}
+    assert load_config(_write(tmp_path, GOOD), environ=env).tls.ca_bundle == Path(
+        "/etc/ib/sequoia.pem"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (TLS_SERVER, "server.tls_client_ca is required with server.tls_certificate"),
+        ('[server]\ntls_certificate = "gw.pem"\ntls_client_ca = "ca.pem"\n', "go together"),
+        ('[server]\ntls_client_ca = "ca.pem"\n', "needs server.tls_certificate"),
+        ('[tls]\nclient_certificate = "ours.pem"\n', "tls.client_certificate and tls.client_key"),
+        # there is no switch that turns verification off: such a key is a typo, refused
+        ("[tls]\nverify = false\n", "unknown key.*verify"),
+        ("[tls]\ninsecure = true\n", "unknown key.*insecure"),
+    ],
+)
+def test_tls_configuration_errors(tmp_path: Path, text: str, message: str) -> None:
+    full = '[community]\nhome_community_id = "1.2"\n' + text
+    with pytest.raises(ConfigError, match=message):
+        load_config(_write(tmp_path, full), environ={})
