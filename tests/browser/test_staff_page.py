@@ -6,12 +6,16 @@ imagebridge responders, one unreachable partner, the initiating gateway with
 sees each community's status, selects a study and imports it, and watches it
 arrive.  A double click on Import makes one request and one job; a reload in
 the middle of an import resumes the progress and nothing is retrieved twice.
-Screenshots for the README are saved in ``docs/screenshots``.
+Screenshots are taken in every run; they replace the README's pictures in
+``docs/screenshots`` only when ``IMAGEBRIDGE_UPDATE_SCREENSHOTS=1`` (so a test
+run never modifies tracked files), else they go to a temporary folder.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +24,11 @@ import pytest
 
 from tests.integration.staff_world import OPERATOR, PASSWORD, B, World, staff_world
 
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SHOTS = (
+    Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+    if os.environ.get("IMAGEBRIDGE_UPDATE_SCREENSHOTS") == "1"
+    else Path(tempfile.gettempdir()) / "imagebridge-screenshots"
+)
 INSTANCES = 6
 TIMEOUT_MS = 30_000
 
