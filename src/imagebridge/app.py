@@ -45,6 +45,7 @@ from imagebridge.security.audit_trail import AuditTrail
 from imagebridge.security.event_facts import DecodedObservers
 from imagebridge.security.measures import Measures, metrics_route
 from imagebridge.security.saml_issuer import Principal, SecurityHeaders, SessionPrincipal
+from imagebridge.security.tls import client_context
 from imagebridge.security.xua_config import (
     build_access_policy,
     build_verifier,
@@ -205,7 +206,6 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
     sources = {
         r.unique_id: build_source(r, store) for r in config.repositories if r.source != "ids"
     }
-    http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=10.0))
     measures = Measures(TransactionCounters(store.engine))
     audit = (
         AuditTrail.open(
@@ -220,6 +220,11 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
     observer = DecodedObservers([c for c in (audit, measures) if c is not None])
     issuer = config.xua.issuer
     principal = SessionPrincipal(system_principal(issuer)) if issuer is not None else None
+    # RAD-69 to remote Imaging Document Sources: verified with the deployment's [tls] too.
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(60.0, connect=10.0),
+        verify=client_context(config.tls.defaults),
+    )
     partners = PartnerClients(
         observer=observer,
         tls_defaults=config.tls.defaults,
