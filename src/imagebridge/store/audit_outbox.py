@@ -14,18 +14,15 @@ patient data by nature: nothing here logs them, and database errors become
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, case, delete, func, insert, select, update
+from sqlalchemy import and_, case, delete, func, insert, select, update
 
-from imagebridge.store import database
+from imagebridge.store.access import EngineAccess
 from imagebridge.store.schema import audit_outbox
-from imagebridge.store.store import _translated
 
 _O = audit_outbox
 
@@ -60,25 +57,8 @@ class OutboxCounts:
     """Pending messages that were tried at least once."""
 
 
-class AuditOutbox:
+class AuditOutbox(EngineAccess):
     """The ``audit_outbox`` table: add, take due, mark sent or failed, purge."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._write_lock: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if database.is_sqlite(engine) else contextlib.nullcontext()
-        )
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        with self._write_lock, _translated(), self._engine.begin() as conn:
-            yield conn
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        lock = self._write_lock if database.is_memory(self._engine) else contextlib.nullcontext()
-        with lock, _translated(), self._engine.connect() as conn:
-            yield conn
 
     def add(self, entries: Sequence[OutboxEntry]) -> int:
         """Write *entries* in one transaction (one multi-row insert); how many were written."""

@@ -13,18 +13,15 @@ Synchronous and thread-safe like :class:`~imagebridge.store.Store`.
 
 from __future__ import annotations
 
-import contextlib
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Insert, func, select
+from sqlalchemy import Insert, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 
-from imagebridge.store import database
+from imagebridge.store.access import EngineAccess
 from imagebridge.store.schema import transaction_counters
-from imagebridge.store.store import _translated
 
 _C = transaction_counters
 _KEY = ("month", "partner", "transaction", "role")
@@ -86,25 +83,8 @@ def upsert_statement(dialect: str) -> Insert:
     raise NotImplementedError(f"no UPSERT for the {dialect} dialect")
 
 
-class TransactionCounters:
+class TransactionCounters(EngineAccess):
     """Per-month, per-partner transaction counters: add deltas, read a month, read totals."""
-
-    def __init__(self, engine: Engine) -> None:
-        self._engine = engine
-        self._write_lock: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if database.is_sqlite(engine) else contextlib.nullcontext()
-        )
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        with self._write_lock, _translated(), self._engine.begin() as conn:
-            yield conn
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        lock = self._write_lock if database.is_memory(self._engine) else contextlib.nullcontext()
-        with lock, _translated(), self._engine.connect() as conn:
-            yield conn
 
     def add(self, deltas: Mapping[CounterKey, CounterValues]) -> None:
         """Add *deltas* to the stored counters, in one transaction."""

@@ -26,10 +26,8 @@ recorded verification, if any, is ok), ``completed_with_errors`` otherwise.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import threading
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -50,6 +48,7 @@ from imagebridge.model.import_job import (
     KosInstance,
 )
 from imagebridge.store import database, job_rows, job_writes
+from imagebridge.store.access import EngineAccess
 from imagebridge.store.batches import CHUNK, chunked
 from imagebridge.store.job_writes import FINAL
 from imagebridge.store.schema import import_instances, import_jobs
@@ -70,18 +69,12 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-class JobStore:
+class JobStore(EngineAccess):
     """Durable import jobs: creation, worker leases, per-instance progress, outcome."""
 
     def __init__(self, engine: Engine, *, clock: Clock = utc_now) -> None:
-        self._engine = engine
+        super().__init__(engine)
         self._clock = clock
-        self._write_lock: contextlib.AbstractContextManager[Any] = (
-            threading.Lock() if database.is_sqlite(engine) else contextlib.nullcontext()
-        )
-        self._read_lock: contextlib.AbstractContextManager[Any] = (
-            self._write_lock if database.is_memory(engine) else contextlib.nullcontext()
-        )
 
     @classmethod
     def open(cls, database_url: str, *, migrate: bool = True, clock: Clock = utc_now) -> JobStore:
@@ -95,16 +88,6 @@ class JobStore:
     def close(self) -> None:
         """Close every pooled connection."""
         self._engine.dispose()
-
-    @contextlib.contextmanager
-    def _writing(self) -> Iterator[Connection]:
-        with self._write_lock, _translated(), self._engine.begin() as conn:
-            yield conn
-
-    @contextlib.contextmanager
-    def _reading(self) -> Iterator[Connection]:
-        with self._read_lock, _translated(), self._engine.connect() as conn:
-            yield conn
 
     def _event(self, conn: Connection, job_id: int, message: str) -> None:
         job_writes.event(conn, job_id, self._clock(), message)
