@@ -6,8 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 # Debian packages the tests use: dciodvfy (dicom3tools) validates built KOS objects;
 # Orthanc with its DICOMweb plugin is the real PACS of the integration tests;
-# chromium is the browser Playwright drives in tests/browser (never `playwright install`).
-DEBIAN_PACKAGES := dicom3tools orthanc orthanc-dicomweb chromium
+# chromium is the browser Playwright drives in tests/browser (never `playwright install`);
+# postgresql gives initdb/pg_ctl for the throwaway clusters of the PostgreSQL tests and
+# nginx is the load balancer in front of two workers (tests/integration/test_workers.py).
+DEBIAN_PACKAGES := dicom3tools orthanc orthanc-dicomweb chromium postgresql nginx
 SYSTEM_STAMP := $(VENV)/.system-packages
 # Debian packages only `make bench` needs: nginx is the static-file baseline of
 # bench/rad75_throughput.py (which starts its own nginx on a loopback port).

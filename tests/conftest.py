@@ -10,12 +10,13 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conformance_data import CONFORMANCE_DIR, SCHEMA_DIR
+from tests.postgres import PostgresCluster, find_bin_dir, running_cluster
 
 
 def _require_conformance() -> Path:
@@ -72,3 +73,33 @@ def dciodvfy() -> Validator:
         return [line for line in lines if line.startswith("Warning")]
 
     return validate
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresCluster]:
+    """A throwaway PostgreSQL cluster for the session (fails in CI when PostgreSQL is missing).
+
+    Install it with ``apt-get install postgresql`` (``make test`` does).
+    """
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        message = "PostgreSQL server programs (Debian package postgresql) are not installed"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message + " (required in CI)", pytrace=False)
+        pytest.skip(message)
+    with running_cluster(bin_dir) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'index.db'}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
+    """A new empty database: a SQLite file, then a database on the session's PostgreSQL."""
+    if request.param == "sqlite":
+        return sqlite_url
+    cluster = request.getfixturevalue("postgres")
+    return str(cluster.create_database())

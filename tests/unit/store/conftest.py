@@ -1,9 +1,12 @@
-"""Fixtures for the store tests: a fresh SQLite index in a temporary folder."""
+"""Fixtures for the store tests: a fresh index on SQLite and on a real PostgreSQL.
+
+``database_url`` (:mod:`tests.conftest`) is parametrized, so every store test
+runs against both backends.  Tests of SQLite-only behaviour take ``sqlite_url``.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -11,11 +14,6 @@ from imagebridge.store import Store
 
 DEFAULT_AUTHORITY = "1.3.6.1.4.1.21367.13.20.1000"
 """The community's default assigning authority in these tests."""
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'index.db'}"
 
 
 @pytest.fixture

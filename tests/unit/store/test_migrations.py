@@ -77,8 +77,8 @@ def test_downgrade_to_base_and_upgrade_again(database_url: str) -> None:
     engine.dispose()
 
 
-def test_sqlite_file_uses_wal_and_foreign_keys(database_url: str) -> None:
-    store = Store.open(database_url)
+def test_sqlite_file_uses_wal_and_foreign_keys(sqlite_url: str) -> None:
+    store = Store.open(sqlite_url)
     try:
         with store.engine.connect() as connection:
             assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
