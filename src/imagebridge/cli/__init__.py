@@ -29,12 +29,10 @@ from typing import Annotated, Any
 
 import anyio
 import typer
-import uvicorn
 from rich.console import Console
 
-from imagebridge import __version__
+from imagebridge import __version__, serving
 from imagebridge.actors.initiating.pull import Demographics
-from imagebridge.app import create_app
 from imagebridge.cli import output
 from imagebridge.cli.check import check_document, gather_check, run_check
 from imagebridge.cli.demo import DEFAULT_PORT, DEFAULT_WORKDIR, DemoOptions, run_demo
@@ -48,6 +46,7 @@ from imagebridge.cli.web_user import web_user_app
 from imagebridge.errors import ConfigError, ImageBridgeError
 from imagebridge.model.ids import HomeCommunityId
 from imagebridge.security.tls import listen_plan, uvicorn_tls_options
+from imagebridge.serving import configure_logging
 
 _CFG = "imagebridge.toml"
 _FETCH = (
@@ -80,13 +79,7 @@ def _root(
     ),
 ) -> None:
     output.state.verbose = verbose
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
-    if not verbose:  # one line per HTTP request or migration step is noise for an operator
-        for noisy in ("httpx", "alembic"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+    configure_logging(verbose)
 
 
 @app.command(
@@ -175,6 +168,13 @@ def serve(
         "--insecure-http",
         help="Allow plain HTTP on a non-loopback server.host (only behind a TLS proxy).",
     ),
+    workers: int = typer.Option(
+        1,
+        "--workers",
+        min=1,
+        max=64,
+        help="Worker processes sharing the port (more than 1: a store every worker reaches).",
+    ),
 ) -> None:
     """Run the gateway: XCPD, XCA query/retrieve endpoints over mutual TLS (HTTP on loopback)."""
     settings = output.load(config)
@@ -185,14 +185,18 @@ def serve(
         output.fail(f"configuration error: {exc.message}", output.EXIT_USAGE, exc)
     for warning in plan.warnings:
         typer.secho(f"WARNING: {warning}", fg=typer.colors.YELLOW, bold=True, err=True)
+    if workers > 1 and settings.store.database_url in ("sqlite://", "sqlite:///:memory:"):
+        output.fail(
+            "configuration error: --workers needs a database file or PostgreSQL, "
+            "not an in-memory store",
+            output.EXIT_USAGE,
+        )
     logging.getLogger(__name__).info("listening on %s", plan.url)
-    uvicorn.run(
-        create_app(settings),
-        host=plan.host,
-        port=plan.port,
-        log_config=None,
-        access_log=False,
-        **options,
+    serving.serve(
+        settings,
+        config,
+        serving.ServeOptions(plan.host, plan.port, workers, options),
+        verbose=output.state.verbose,
     )
 
 

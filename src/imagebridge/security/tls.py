@@ -133,16 +133,38 @@ def uvicorn_tls_options(server: ServerTls) -> dict[str, Any]:
     ``ssl_certfile``/``ssl_keyfile`` are passed too (uvicorn keys HTTPS on them);
     the factory ignores uvicorn's own context.
     """
-    context = server_context(server)
-
-    def factory(_config: object, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
-        return context
-
+    factory = ServerContextFactory(server)
+    factory(None, ssl.create_default_context)  # load the files now: fail before binding
     return {
         "ssl_certfile": str(server.tls_certificate),
         "ssl_keyfile": str(server.tls_private_key),
         "ssl_context_factory": factory,
     }
+
+
+@dataclass(slots=True)
+class ServerContextFactory:
+    """uvicorn's ``ssl_context_factory``: :func:`server_context` of *server*, built once.
+
+    A picklable object rather than a closure: ``serve --workers N`` hands the
+    uvicorn configuration to worker processes, each of which builds its own
+    context from the same files.
+    """
+
+    server: ServerTls
+    _context: ssl.SSLContext | None = None
+
+    def __call__(self, _config: object, _default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+        if self._context is None:
+            self._context = server_context(self.server)
+        return self._context
+
+    def __getstate__(self) -> dict[str, object]:
+        return {"server": self.server}  # an SSLContext does not pickle; workers rebuild it
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.server = state["server"]  # type: ignore[assignment]
+        self._context = None
 
 
 @dataclass(frozen=True, slots=True)

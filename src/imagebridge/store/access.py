@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import Connection, Engine
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.sql import Executable
 
 from imagebridge.store import database
 from imagebridge.store.store import _translated
@@ -46,6 +48,16 @@ class EngineAccess:
     def _writing(self) -> Iterator[Connection]:
         with self._write_lock, _translated(), self._engine.begin() as conn:
             yield conn
+
+    def _insert_once(self, statement: Executable) -> bool:
+        """Run an INSERT in its own transaction; False when a unique key already had the row."""
+        with _translated():
+            try:
+                with self._write_lock, self._engine.begin() as conn:
+                    conn.execute(statement)
+            except IntegrityError:
+                return False
+        return True
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[Connection]:

@@ -11,6 +11,9 @@ on one that is already there.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,11 +21,13 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 0x1B_0001
+"""PostgreSQL advisory lock key held while the schema is migrated."""
 BUSY_TIMEOUT_MS = 10_000
 """How long a SQLite connection waits for another writer before failing."""
 
@@ -77,11 +82,33 @@ def alembic_config() -> Config:
 
 
 def upgrade(engine: Engine) -> None:
-    """Bring the schema to the head revision (idempotent)."""
+    """Bring the schema to the head revision (idempotent).
+
+    Several workers or hosts may start at once: on PostgreSQL the migration
+    runs under a transaction-scoped advisory lock, on a SQLite file under an
+    exclusive lock on ``<file>.migrate-lock``, so one process migrates and the
+    others then find the schema at the head.
+    """
     config = alembic_config()
-    with engine.begin() as connection:
+    with _migration_lock(engine), engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+@contextlib.contextmanager
+def _migration_lock(engine: Engine) -> Iterator[None]:
+    folder = Path(engine.url.database or "").parent
+    if not is_sqlite(engine) or is_memory(engine) or not folder.is_dir():
+        yield  # no file to guard (a missing folder fails when the database is opened)
+        return
+    with open(f"{engine.url.database}.migrate-lock", "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def head_revision() -> str | None:

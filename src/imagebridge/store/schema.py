@@ -337,3 +337,32 @@ transaction_counters = Table(
     Column("documents", Integer, nullable=False, server_default="0"),
     UniqueConstraint("month", "partner", "transaction", "role"),
 )
+
+# --- several workers sharing one database (issue 9) ------------------------------------------
+# service_leases: duties exactly one worker does at a time (the audit sender, the scan of
+# an archive): a worker holds the named lease until it expires, renewing it while it works.
+service_leases = Table(
+    "service_leases",
+    metadata,
+    Column("name", String(), primary_key=True),
+    _text("owner"),
+    Column("expires_at", UtcDateTime, nullable=False),
+)
+
+# gateway_settings: values every worker must share and nobody configured, made once by the
+# first worker that needs them (the staff page's session-signing key).
+gateway_settings = Table(
+    "gateway_settings",
+    metadata,
+    Column("name", String(), primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+# index_generation: one row, incremented by every write to the index, so workers that did
+# not write notice the change and drop what they cached.
+index_generation = Table(
+    "index_generation",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("generation", BigInteger, nullable=False, server_default="0"),
+)

@@ -21,11 +21,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, delete, exists, insert, select
+from sqlalchemy import Connection, Engine, delete, exists, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError, StatementError
 
 from imagebridge.errors import StoreError
@@ -44,12 +45,22 @@ from imagebridge.model.patient import PatientRecord
 from imagebridge.store import batches, database, indexing, queries, rows
 from imagebridge.store.authority import AuthorityRule
 from imagebridge.store.names import normalise_name as _normalise_name
-from imagebridge.store.schema import manifests, studies
+from imagebridge.store.schema import index_generation, manifests, studies
 
 logger = logging.getLogger(__name__)
 
 RepresentationKey = tuple[str, str]
 """(SOP Instance UID, Transfer Syntax UID): one stored representation of an instance."""
+
+
+SHARED_GENERATION_POLL = 1.0
+"""Seconds between two reads of the shared index generation (see :attr:`Store.generation`)."""
+_READ_GENERATION = select(index_generation.c.generation).where(index_generation.c.id == 1)
+_BUMP_GENERATION = (
+    update(index_generation)
+    .where(index_generation.c.id == 1)
+    .values(generation=index_generation.c.generation + 1)
+)
 
 
 class Store:
@@ -65,6 +76,8 @@ class Store:
             self._write_lock if database.is_memory(engine) else contextlib.nullcontext()
         )
         self._generation = 0
+        self._shared_generation = 0
+        self._shared_read_at = -SHARED_GENERATION_POLL
 
     @classmethod
     def open(
@@ -113,18 +126,29 @@ class Store:
 
     @property
     def generation(self) -> int:
-        """A counter this process increments after every write to the index.
+        """A number that changes after every write to the index, by any process.
 
         Callers cache what they read and reuse it while the generation is the
-        same (one process; a multi-worker deployment needs a shared signal).
+        same.  This process's own writes change it at once; writes by other
+        workers on the same database (the ``index_generation`` row every
+        write increments) are seen within :data:`SHARED_GENERATION_POLL` seconds.
         """
-        return self._generation
+        now = time.monotonic()
+        if now - self._shared_read_at >= SHARED_GENERATION_POLL:
+            self._shared_read_at = now
+            try:
+                with self._reading() as conn:
+                    self._shared_generation = int(conn.execute(_READ_GENERATION).scalar() or 0)
+            except StoreError:  # the reader of the index will report the database itself
+                logger.debug("index generation not readable", exc_info=True)
+        return self._generation + self._shared_generation
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Connection]:
         try:
             with self._write_lock, _translated(), self._engine.begin() as conn:
                 yield conn
+                conn.execute(_BUMP_GENERATION)  # last: the shared row is locked only briefly
         finally:
             self._generation += 1
 

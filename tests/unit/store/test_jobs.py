@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
-from sqlalchemy import create_engine, inspect
+from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.dialects import postgresql, sqlite
 
 from imagebridge.dicom.synthetic import DEMO_PATIENTS, study_headers
@@ -27,6 +27,7 @@ from imagebridge.model.import_job import (
     KosInstance,
 )
 from imagebridge.store import JobStore, Store, database, job_writes
+from imagebridge.store import store as store_module
 
 SOURCE = HomeCommunityId("1.3.6.1.4.1.21367.13.70.101")
 PATIENT = PatientId("FOREIGN-1", "1.3.6.1.4.1.21367.13.20.2000")
@@ -377,7 +378,9 @@ def test_claim_statement_skips_locked_rows_on_postgresql() -> None:
     assert "FOR UPDATE" not in str(statement.compile(dialect=sqlite.dialect()))
 
 
-def test_database_at_0001_upgrades_to_the_head_keeping_its_data(database_url: str) -> None:
+def test_database_at_0001_upgrades_to_the_head_keeping_its_data(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     engine = create_engine(database_url)
     config = database.alembic_config()
     with engine.begin() as connection:
@@ -385,12 +388,15 @@ def test_database_at_0001_upgrades_to_the_head_keeping_its_data(database_url: st
         command.upgrade(config, "0001")
     assert database.current_revision(engine) == "0001"
     assert "import_jobs" not in inspect(engine).get_table_names()
+    # The version of 0001 wrote the index without the shared generation row (0004).
+    monkeypatch.setattr(store_module, "_BUMP_GENERATION", text("SELECT 1"))
     old = Store.open(database_url, migrate=False)
     headers = study_headers(DEMO_PATIENTS[0], modality="CT", seed=7)
     old.upsert_instances("1.2.3", headers)
     old.close()
     engine.dispose()
 
+    monkeypatch.undo()
     upgraded = Store.open(database_url)  # migrates to the head
     try:
         assert database.current_revision(upgraded.engine) == database.head_revision()

@@ -29,6 +29,9 @@ TABLES = {
     "import_instances",
     "import_job_events",
     "audit_outbox",
+    "service_leases",
+    "gateway_settings",
+    "index_generation",
     "transaction_counters",
 }
 
@@ -36,7 +39,7 @@ TABLES = {
 def test_fresh_database_is_migrated_to_head(database_url: str) -> None:
     store = Store.open(database_url)
     try:
-        assert database.current_revision(store.engine) == database.head_revision() == "0003"
+        assert database.current_revision(store.engine) == database.head_revision() == "0004"
         assert set(inspect(store.engine).get_table_names()) >= TABLES
     finally:
         store.close()
@@ -48,7 +51,7 @@ def test_opening_twice_is_idempotent_and_keeps_data(database_url: str) -> None:
     first.close()
     second = Store.open(database_url)
     try:
-        assert database.current_revision(second.engine) == "0003"
+        assert database.current_revision(second.engine) == "0004"
         assert second.repository_counts("1.2.3").instances == 2
     finally:
         second.close()
