@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from functools import partial
 
 import anyio
+import anyio.abc
 import httpx
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -56,14 +57,22 @@ from imagebridge.sources.base import ImageSource
 from imagebridge.sources.dicomweb import DicomWebSource
 from imagebridge.sources.dimse import DimseSource
 from imagebridge.sources.folder import FolderSource
-from imagebridge.sources.indexer import keep_indexed
+from imagebridge.sources.indexer import (
+    MIN_LEASE_SECONDS,
+    index_once,
+    sync_once,
+    while_leading,
+)
 from imagebridge.store import Store
 from imagebridge.store.counters import TransactionCounters
+from imagebridge.store.jobs import JobStore
+from imagebridge.store.leases import ServiceLeases, worker_name
 from imagebridge.transactions import Transaction
 from imagebridge.transport.client import SoapClient
 from imagebridge.transport.events import NO_OBSERVER, TransactionObserver
 from imagebridge.transport.server import SoapEndpoint, soap_routes
 from imagebridge.web.auth import current_operator
+from imagebridge.web.imports import running_imports
 from imagebridge.web.routes import staff_page
 
 log = logging.getLogger(__name__)
@@ -231,10 +240,18 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         security=partner_security(config.xua, config.community.home_community_id, principal),
     )
     try:
+        leases = ServiceLeases(store.engine)
         for repo_id, source in sources.items():
-            if isinstance(source, FolderSource):
-                report = await source.sync()
-                log.info("indexed repository %s: %s", repo_id, report)
+            if not isinstance(source, FolderSource):
+                continue
+            lease = f"index:{repo_id}"
+            if not await anyio.to_thread.run_sync(
+                leases.hold, lease, worker_name(), MIN_LEASE_SECONDS
+            ):  # another worker of this deployment scans it; the index is shared
+                log.info("repository %s is indexed by another worker", repo_id)
+                continue
+            report = await source.sync()
+            log.info("indexed repository %s: %s", repo_id, report)
         gateway = build_gateway(config, store, sources, SoapClient(http), partners)
         gateway.observer, gateway.measures, gateway.audit = observer, measures, audit
         gateway.principal = principal
@@ -264,6 +281,25 @@ def _operator_security(config: Config) -> SecurityHeaders | None:
     )
 
 
+async def _headless_imports(
+    config: Config,
+    gateway: Gateway,
+    *,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """The import job sweeper of a gateway without a staff page, until cancelled."""
+    async with (
+        PartnerClients(
+            observer=gateway.observer,
+            tls_defaults=config.tls.defaults,
+            security=_operator_security(config),
+        ) as clients,
+        running_imports(config, JobStore(gateway.store.engine), clients),
+    ):
+        task_status.started()
+        await anyio.sleep_forever()
+
+
 def create_app(config: Config) -> Starlette:
     """The ASGI application for ``imagebridge serve``."""
 
@@ -279,14 +315,26 @@ def create_app(config: Config) -> Starlette:
             ) as staff,
             anyio.create_task_group() as tasks,
         ):
-            for repo in config.repositories:
+            leases = ServiceLeases(gateway.store.engine)
+            for repo in config.repositories:  # each archive is scanned by one worker at a time
                 source = gateway.sources.get(repo.unique_id)
                 if source is None:
                     continue
-                if isinstance(source, FolderSource):
-                    tasks.start_soon(source.watch, repo.scan_interval)
-                else:
-                    tasks.start_soon(keep_indexed, source, gateway.store, repo.scan_interval)
+                duty = (
+                    partial(sync_once, source)
+                    if isinstance(source, FolderSource)
+                    else partial(index_once, source, gateway.store)
+                )
+                tasks.start_soon(
+                    partial(
+                        while_leading,
+                        leases,
+                        f"index:{repo.unique_id}",
+                        repo.scan_interval,
+                        duty,
+                        first_wait=isinstance(source, FolderSource),  # synced at start-up
+                    )
+                )
             if gateway.measures is not None:
                 await tasks.start(gateway.measures.run)
                 app.router.routes.append(metrics_route(gateway.measures))
@@ -303,6 +351,8 @@ def create_app(config: Config) -> Starlette:
             )
             if staff is not None:  # the staff page ([web]) answers every other path
                 app.router.routes.append(Mount("", app=staff))
+            elif config.importing is not None:  # no page: still run orphaned/queued jobs
+                await tasks.start(_headless_imports, config, gateway)
             app.state.gateway = gateway
             yield
             tasks.cancel_scope.cancel()

@@ -38,9 +38,10 @@ from imagebridge.model.ids import HomeCommunityId
 from imagebridge.model.xcpd import QueryResponseCode
 from imagebridge.security.audit_config import AuditConfig
 from imagebridge.security.audit_events import AuditContext
-from imagebridge.security.audit_trail import AuditTrail
+from imagebridge.security.audit_trail import SENDER_LEASE, AuditTrail
 from imagebridge.store import Store
-from imagebridge.store.audit_outbox import AuditOutbox
+from imagebridge.store.audit_outbox import AuditOutbox, OutboxEntry
+from imagebridge.store.leases import ServiceLeases
 from imagebridge.transport.server import soap_app
 from imagebridge.wire.audit import parse_audit_message
 from imagebridge.wire.xml import parse_xml
@@ -154,7 +155,7 @@ async def silent_listener(port: int) -> AsyncIterator[None]:
     await tcp.aclose()
 
 
-def _trail(outbox: AuditOutbox, **config: object) -> AuditTrail:
+def _trail(outbox: AuditOutbox, owner: str | None = None, **config: object) -> AuditTrail:
     settings = AuditConfig(
         enabled=True,
         host="127.0.0.1",
@@ -170,7 +171,7 @@ def _trail(outbox: AuditOutbox, **config: object) -> AuditTrail:
         home_community_id=US,
         base_url="http://responder.test",
     )
-    return AuditTrail(outbox, settings, context)
+    return AuditTrail(outbox, settings, context, owner=owner)
 
 
 Exchange = Callable[[], Awaitable[None]]
@@ -337,3 +338,37 @@ async def test_queue_full_drops_and_never_blocks(tmp_path: Path) -> None:
     assert (trail.queued, trail.dropped) == (1, 1)
     assert await trail.drain() == 1
     assert outbox.counts().pending == 1
+
+
+async def test_workers_sharing_one_outbox_send_each_message_once(database_url: str) -> None:
+    """Two workers (two trails, one database): one holds the sender lease, none is sent twice."""
+    store = Store.open(database_url)
+    outbox = AuditOutbox(store.engine)
+    now = datetime.now(UTC)
+    outbox.add([OutboxEntry(now, "ITI-38", f"<message n='{n}'/>") for n in range(40)])
+    async with await anyio.create_udp_socket(local_host="127.0.0.1") as udp:
+        port = udp.extra(SocketAttribute.local_port)
+        received: list[bytes] = []
+
+        async def collect() -> None:
+            async for data, _addr in udp:
+                received.append(data)
+
+        trails = [
+            _trail(
+                AuditOutbox(store.engine), f"worker-{n}", transport="udp", port=port, batch_size=5
+            )
+            for n in range(2)
+        ]
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(collect)
+            for trail in trails:
+                await tasks.start(trail.run)
+            await _until(lambda: outbox.counts().pending == 0, "the outbox drained")
+            await anyio.sleep(0.3)  # time for a second sender, if any, to send again
+            holder = ServiceLeases(store.engine).holder(SENDER_LEASE)
+            tasks.cancel_scope.cancel()
+    store.close()
+    bodies = [d.split(b"<message", 1)[1] for d in received]
+    assert len(bodies) == 40 and len(set(bodies)) == 40
+    assert holder in ("worker-0", "worker-1")

@@ -226,6 +226,7 @@ def check(config: ConfigPath, json_mode: JsonFlag = False) -> None:
             f"{_FETCH} --into ./priors --study 1.2.840.113619.2.1",
             f"{_FETCH} --community 1.3.6.1.4.1.21367.13.70.101",
             f"{_FETCH} --into pacs --mrn 12345 --mrn-issuer HOSPITAL",
+            f"{_FETCH} --into pacs --mrn 12345 --queue   # the serve workers import",
             f"{_FETCH} --dry-run --json | jq '.studies[]'",
         ],
         codes(
@@ -262,6 +263,12 @@ def fetch(
         typer.Option("--study", help="Retrieve only this Study Instance UID (repeatable)."),
     ] = None,
     deadline: Annotated[float, typer.Option(help="Seconds for each discovery/query phase.")] = 60.0,
+    queue: Annotated[
+        bool,
+        typer.Option(
+            "--queue", help="With --into pacs: create the jobs for the serve workers, run none."
+        ),
+    ] = False,
     json_mode: JsonFlag = False,
 ) -> None:
     """Pull a patient's prior imaging from the partner communities into a folder (or the PACS).
@@ -270,6 +277,8 @@ def fetch(
     stream in; a final table says what arrived from where and why anything is missing.
     """
     settings = output.load(config)
+    if queue and str(into) != "pacs":
+        output.fail("--queue needs --into pacs", output.EXIT_USAGE)
     try:
         request = FetchRequest(
             Demographics(family, given, birth_date, gender),
@@ -280,6 +289,7 @@ def fetch(
             deadline,
             mrn,
             mrn_issuer,
+            queue,
         )
     except ImageBridgeError as exc:
         output.fail(f"invalid input: {exc.message}", output.EXIT_USAGE, exc)

@@ -68,6 +68,8 @@ class FetchRequest:
     deadline: float = 60.0
     mrn: str | None = None
     mrn_issuer: str | None = None
+    queue: bool = False
+    """With ``--into pacs``: create the jobs and leave them to the ``serve`` workers."""
 
     @property
     def into_pacs(self) -> bool:
@@ -180,6 +182,7 @@ async def run_fetch(
                 mrn_issuer=request.mrn_issuer,
                 clients=clients,
                 dry_run=request.dry_run,
+                queue=request.queue,
             )
             record.imported = report.to_json()
             return max(report.status, 1 if record.failed() else 0)

@@ -74,11 +74,14 @@ async def import_offers(
     mrn_issuer: str | None,
     clients: PartnerClients,
     dry_run: bool = False,
+    queue: bool = False,
 ) -> ImportReport:
     """Create and run the import jobs of *offers*; status 0 when every job completed cleanly.
 
     With *dry_run*, each study's first instance is retrieved and planned, the
     exact changes per attribute are printed, and nothing is stored or queued.
+    With *queue*, the jobs are created and left to the gateway's workers
+    (``imagebridge serve`` takes pending jobs after ``[import] pending_grace``).
     """
     importing = config.importing
     if importing is None:
@@ -123,6 +126,16 @@ async def import_offers(
     finally:
         store.close()
     runnable = [j.id for j in jobs if j.state in (JobState.PENDING, JobState.FAILED)]
+    if queue:
+        report.jobs = list(jobs)
+        console.print(outcome_table(report.jobs))
+        console.print(
+            f"{len(runnable)} job(s) queued for the gateway's workers (imagebridge serve); "
+            "follow them with `imagebridge jobs list`.",
+            markup=False,
+        )
+        report.status = 0
+        return report
     with Progress(
         TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=console
     ) as progress:

@@ -12,6 +12,9 @@ uid_collision = "hold"             # hold | remap
 modifying_system = "imagebridge"
 batch_size = 50                    # instances per RAD-75 exchange and per store
 spool_dir = "/var/spool/imagebridge"  # where received parts wait (default: system temp)
+lease_seconds = 300                # a worker's hold on a job, renewed after every batch
+sweep_interval = 30                # how often `serve` looks for jobs nobody runs
+pending_grace = 60                 # a pending job waits this long for its creator first
 ```
 
 Pure: takes the parsed TOML table; every error is a :class:`ConfigError`
@@ -50,6 +53,9 @@ _COMMON: Final = frozenset(
         "batch_size",
         "spool_dir",
         "name",
+        "lease_seconds",
+        "sweep_interval",
+        "pending_grace",
     }
 )
 _PER_KIND: Final = {
@@ -57,6 +63,19 @@ _PER_KIND: Final = {
     "stow": frozenset({"url"}),
     "cstore": frozenset({"host", "port", "called_ae", "calling_ae"}),
 }
+
+
+@dataclass(frozen=True, slots=True)
+class JobWorkerSettings:
+    """How ``serve`` workers share import jobs (see :mod:`imagebridge.web.imports`)."""
+
+    lease_seconds: float = 300.0
+    """A worker's hold on a running job; it renews it after every batch.  A worker that
+    died is replaced once this has passed (at once when it was a process of this host)."""
+    sweep_interval: float = 30.0
+    """Seconds between two looks for jobs nobody runs (expired leases, waiting jobs)."""
+    pending_grace: float = 60.0
+    """A pending job is left to the process that made it for this long."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +87,7 @@ class ImportConfig:
     batch_size: int = 50
     spool_dir: Path | None = None
     accession_map: Mapping[str, str] = field(default_factory=dict)
+    workers: JobWorkerSettings = field(default_factory=JobWorkerSettings)
 
 
 def import_config(table: Any, *, base_dir: Path | None = None) -> ImportConfig:
@@ -98,7 +118,19 @@ def import_config(table: Any, *, base_dir: Path | None = None) -> ImportConfig:
         batch,
         _path(spool, base_dir) if spool else None,
         mapping,
+        JobWorkerSettings(
+            lease_seconds=_seconds(table, "lease_seconds", 300.0, 1.0, 86_400.0),
+            sweep_interval=_seconds(table, "sweep_interval", 30.0, 0.1, 3_600.0),
+            pending_grace=_seconds(table, "pending_grace", 60.0, 0.0, 86_400.0),
+        ),
     )
+
+
+def _seconds(table: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise ConfigError(f"import.{key} must be a number of seconds from {low:g} to {high:g}")
+    return float(value)
 
 
 def _path(value: Any, base_dir: Path | None) -> Path:

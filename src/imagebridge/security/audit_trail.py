@@ -26,6 +26,7 @@ transaction, counts and the repository address only.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -55,6 +56,7 @@ from imagebridge.store.audit_outbox import (
     PendingMessage,
     backoff,
 )
+from imagebridge.store.leases import ServiceLeases, worker_name
 from imagebridge.transport.events import TransactionEvent
 from imagebridge.wire.audit import render_audit_message
 from imagebridge.wire.xml import serialize
@@ -98,6 +100,12 @@ def syslog_sender(config: AuditConfig) -> SyslogSender:
     return TlsSyslog(config.host, config.port, client_context(tls))
 
 
+SENDER_LEASE = "audit-sender"
+"""The service lease that makes one worker of a deployment the audit sender."""
+SENDER_LEASE_SECONDS = 60.0
+"""How long the sender lease lasts without renewal (renewed before every pass)."""
+
+
 class AuditTrail:
     """Observer, outbox writer and syslog sender of ATNA audit messages (module docstring)."""
 
@@ -110,10 +118,14 @@ class AuditTrail:
         sender: SyslogSender | None = None,
         send: bool = True,
         clock: Clock = utc_now,
+        owner: str | None = None,
     ) -> None:
         """*sender* defaults to the one *config* names; with ``send=False`` or
-        auditing disabled messages only go to the outbox."""
+        auditing disabled messages only go to the outbox.  *owner* names this
+        sender in the sender lease (default: this process)."""
         self._outbox = outbox
+        self._leases = ServiceLeases(outbox.engine)
+        self._owner = owner or worker_name()
         self._config = config
         self._context = context
         if sender is None and send and config.enabled:
@@ -211,15 +223,25 @@ class AuditTrail:
             await self.drain()
 
     async def _send_loop(self) -> None:
+        """Send passes while this worker holds the sender lease (one sender per database)."""
         idle = min(1.0, self._config.flush_interval * 2)
-        while True:
-            try:
-                sent, due = await self.send_due()
-            except ImageBridgeError as exc:  # the outbox itself failed: try again later
-                log.warning("audit sender pass failed: %s", exc)
-                sent, due = 0, 0
-            if not due or sent < due:
-                await anyio.sleep(idle)
+        try:
+            while True:
+                try:
+                    if not await anyio.to_thread.run_sync(
+                        self._leases.hold, SENDER_LEASE, self._owner, SENDER_LEASE_SECONDS
+                    ):
+                        await anyio.sleep(idle)  # another worker sends; be ready to take over
+                        continue
+                    sent, due = await self.send_due()
+                except ImageBridgeError as exc:  # the outbox itself failed: try again later
+                    log.warning("audit sender pass failed: %s", exc)
+                    sent, due = 0, 0
+                if not due or sent < due:
+                    await anyio.sleep(idle)
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(ImageBridgeError):
+                await anyio.to_thread.run_sync(self._leases.release, SENDER_LEASE, self._owner)
 
     async def drain(self) -> int:
         """Move every queued message to the outbox now; how many were written."""

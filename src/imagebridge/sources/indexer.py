@@ -9,17 +9,24 @@ archive has its own incremental scan (:meth:`FolderSource.sync`).
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
 import anyio.to_thread
 
-from imagebridge.errors import PatientIdUnresolved, SourceUnavailable
+from imagebridge.errors import ImageBridgeError, PatientIdUnresolved, SourceUnavailable
 from imagebridge.model.imaging import InstanceHeader
 from imagebridge.sources.base import ImageSource
+from imagebridge.sources.folder import FolderSource
 from imagebridge.store import Store
+from imagebridge.store.leases import ServiceLeases, worker_name
 
 log = logging.getLogger(__name__)
+
+LEASE_ROUNDS = 3
+"""A periodic duty's lease lasts this many rounds, so one late round does not hand it over."""
+MIN_LEASE_SECONDS = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,12 +71,59 @@ async def index_source(source: ImageSource, store: Store, *, batch_size: int = 5
     return IndexReport(count, len(seen_studies), len(gone))
 
 
-async def keep_indexed(source: ImageSource, store: Store, interval: float) -> None:
-    """Re-index *source* every *interval* seconds; an unreachable archive is retried later."""
-    while True:
-        try:
-            report = await index_source(source, store)
-            log.info("indexed repository %s: %s", source.repository_unique_id, report)
-        except SourceUnavailable as exc:
-            log.warning("repository %s not indexed: %s", source.repository_unique_id, exc.message)
-        await anyio.sleep(interval)
+async def index_once(source: ImageSource, store: Store) -> None:
+    """One :func:`index_source` pass, logged; an unreachable archive is logged and left."""
+    try:
+        report = await index_source(source, store)
+        log.info("indexed repository %s: %s", source.repository_unique_id, report)
+    except SourceUnavailable as exc:
+        log.warning("repository %s not indexed: %s", source.repository_unique_id, exc.message)
+
+
+async def sync_once(source: FolderSource) -> None:
+    """One incremental scan of a folder archive; a failure is logged and tried next round."""
+    try:
+        await source.sync()
+    except ImageBridgeError as exc:
+        log.warning("folder source %s: sync failed: %s", source.repository_unique_id, exc.message)
+
+
+async def while_leading(
+    leases: ServiceLeases,
+    name: str,
+    interval: float,
+    duty: Callable[[], Awaitable[None]],
+    *,
+    owner: str | None = None,
+    first_wait: bool = True,
+) -> None:
+    """Run *duty* every *interval* seconds while this worker holds the service lease *name*.
+
+    Workers sharing a database take turns: the one holding the lease does the
+    duty (an archive is scanned by one worker, not by all), the others check
+    every round and take over when its lease expires (it died or hung).
+    The lease lasts :data:`LEASE_ROUNDS` rounds (at least a minute) and is
+    renewed before every run of *duty*.  Runs until cancelled.
+    """
+    if interval <= 0:
+        raise ValueError(f"interval must be > 0, not {interval}")
+    me = owner or worker_name()
+    seconds = max(interval * LEASE_ROUNDS, MIN_LEASE_SECONDS)
+    try:
+        if first_wait:
+            await anyio.sleep(interval)
+        while True:
+            try:
+                leading = await anyio.to_thread.run_sync(leases.hold, name, me, seconds)
+            except ImageBridgeError as exc:
+                log.warning("%s: the lease could not be checked: %s", name, exc.message)
+                leading = False
+            if leading:
+                await duty()
+            await anyio.sleep(interval)
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(leases.release, name, me)
+            except ImageBridgeError:
+                log.debug("%s: lease not released", name, exc_info=True)

@@ -44,6 +44,11 @@ class EngineAccess:
             self._write_lock if database.is_memory(engine) else contextlib.nullcontext()
         )
 
+    @property
+    def engine(self) -> Engine:
+        """The database these tables live in (other accessors share it)."""
+        return self._engine
+
     @contextlib.contextmanager
     def _writing(self) -> Iterator[Connection]:
         with self._write_lock, _translated(), self._engine.begin() as conn:

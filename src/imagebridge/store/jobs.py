@@ -26,15 +26,16 @@ recorded verification, if any, is ok), ``completed_with_errors`` otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Collection, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, and_, insert, select
+from sqlalchemy import Connection, Engine, and_, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
-from imagebridge.errors import JobNotFound, JobStateError
+from imagebridge.errors import JobError, JobNotFound, JobStateError
 from imagebridge.model.import_job import (
     OUTSTANDING,
     ImportJob,
@@ -51,6 +52,7 @@ from imagebridge.store import database, job_rows, job_writes
 from imagebridge.store.access import EngineAccess
 from imagebridge.store.batches import CHUNK, chunked
 from imagebridge.store.job_writes import FINAL
+from imagebridge.store.leases import dead_local_owner
 from imagebridge.store.schema import import_instances, import_jobs
 from imagebridge.store.store import _translated
 
@@ -189,6 +191,37 @@ class JobStore(EngineAccess):
                 job_writes.state_of(conn, job_id)  # JobNotFound for an unknown id
                 return None
         return self.get_job(claimed)
+
+    def unattended(self, pending_grace: float, limit: int = 20) -> list[int]:
+        """Jobs no live worker runs, oldest first, for a sweeping worker to claim.
+
+        A running job whose lease expired, or whose owner is an ended process of
+        this host (released here, so it can be claimed at once); a pending job
+        nobody touched for *pending_grace* seconds (its creator had its chance).
+        """
+        now = self._clock()
+        stale_pending = and_(
+            _J.c.state == JobState.PENDING.value,
+            _J.c.updated_at < now - timedelta(seconds=pending_grace),
+        )
+        query = (
+            select(_J.c.id, _J.c.state, _J.c.lease_owner, _J.c.lease_expires_at)
+            .where(or_(stale_pending, _J.c.state == JobState.RUNNING.value))
+            .order_by(_J.c.created_at, _J.c.id)
+            .limit(limit * 5)
+        )
+        with self._reading() as conn:
+            rows = conn.execute(query).all()
+        found: list[int] = []
+        for row in rows:
+            if row.state == JobState.RUNNING.value:
+                if dead_local_owner(row.lease_owner) and row.lease_expires_at >= now:
+                    with contextlib.suppress(JobError):
+                        self.release(row.id, row.lease_owner)
+                elif row.lease_expires_at is None or row.lease_expires_at >= now:
+                    continue  # a live worker runs it
+            found.append(int(row.id))
+        return found[:limit]
 
     def heartbeat(self, job_id: int, owner: str, lease_seconds: float) -> None:
         """Renew *owner*'s lease; JobLeaseLost/JobCancelled when it no longer runs the job."""

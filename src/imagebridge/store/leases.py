@@ -17,6 +17,7 @@ staff page's session cookie.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -30,6 +31,40 @@ _L = service_leases
 _S = gateway_settings
 
 Clock = Callable[[], datetime]
+
+
+NODE_ENV = "IMAGEBRIDGE_NODE_NAME"
+"""Overrides the host name in lease owners (containers whose host names are not stable)."""
+
+
+def node_name() -> str:
+    """This host's name in lease owners: ``$IMAGEBRIDGE_NODE_NAME``, else the system's."""
+    return os.environ.get(NODE_ENV) or os.uname().nodename
+
+
+def worker_name() -> str:
+    """This process as a lease owner: ``host:pid`` (unique among live workers of a deployment)."""
+    return f"{node_name()}:{os.getpid()}"
+
+
+def dead_local_owner(owner: str | None) -> bool:
+    """True when *owner* (``host:pid``) is a process of this host that has ended.
+
+    Its leases need not wait to expire.  A process of another host, or one
+    this user may not signal, is never declared dead here.
+    """
+    if not owner or ":" not in owner:
+        return False
+    host, _, pid = owner.rpartition(":")
+    if host != node_name() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _utc_now() -> datetime:
@@ -57,9 +92,13 @@ class ServiceLeases(EngineAccess):
         with self._writing() as conn:
             if conn.execute(renew).rowcount:
                 return True
-            exists = conn.execute(select(_L.c.name).where(_L.c.name == name)).first()
-            if exists is not None:
-                return False
+            holder = conn.execute(select(_L.c.owner).where(_L.c.name == name)).scalar()
+            if holder is not None:
+                if not dead_local_owner(holder):
+                    return False
+                # Its process on this host has ended: take the duty over at once.
+                take = update(_L).where(_L.c.name == name, _L.c.owner == holder).values(values)
+                return bool(conn.execute(take).rowcount)
         # Nobody ever held it: the first insert wins, a concurrent one conflicts.
         return self._insert_once(insert(_L).values(name=name, **values))
 

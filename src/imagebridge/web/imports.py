@@ -11,8 +11,9 @@ to the operator who started it, so the SAML assertion of its RAD-75 names them.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import anyio
 from anyio.abc import TaskGroup
@@ -27,7 +28,9 @@ from imagebridge.actors.initiating.import_plan import (
 )
 from imagebridge.actors.initiating.importer import ImportRunner, RunnerSettings
 from imagebridge.actors.initiating.pull import Demographics, StudyOffer
-from imagebridge.importing import ImportTarget
+from imagebridge.config import Config
+from imagebridge.errors import ImageBridgeError
+from imagebridge.importing import ImportTarget, open_target
 from imagebridge.importing.settings import ImportConfig
 from imagebridge.model.directory import DirectorySnapshot
 from imagebridge.model.imaging import HierarchicDesignator
@@ -39,7 +42,8 @@ from imagebridge.web.auth import current_operator
 log = logging.getLogger(__name__)
 
 PARALLEL_JOBS = 4
-STARTABLE = (JobState.PENDING,)
+STARTABLE = (JobState.PENDING, JobState.RUNNING)
+"""A running job is started only to be claimed if its worker's lease expired (the claim decides)."""
 
 
 class ImportService:
@@ -61,7 +65,11 @@ class ImportService:
         self._tasks = tasks
         self._active: set[int] = set()
         self._limiter = anyio.CapacityLimiter(PARALLEL_JOBS)
-        settings = RunnerSettings(batch_size=importing.batch_size, spool_dir=importing.spool_dir)
+        settings = RunnerSettings(
+            batch_size=importing.batch_size,
+            spool_dir=importing.spool_dir,
+            lease_seconds=importing.workers.lease_seconds,
+        )
         self._runner = ImportRunner(jobs, clients, directory, target, settings)
 
     @property
@@ -112,15 +120,41 @@ class ImportService:
             extra={"searched": searched},
         )
 
-    def start(self, job_ids: Sequence[int], operator: str) -> None:
-        """Run the pending ones of *job_ids* in the background (each once per process)."""
+    async def sweep_forever(self) -> None:
+        """Take over, every ``sweep_interval`` seconds, the jobs no live worker runs.
+
+        A worker that died (``kill -9``, a crashed host) leaves its jobs
+        running under a lease nobody renews; once it expires any worker of
+        the deployment claims the job and retrieves only the missing instances.
+        Pending jobs nobody started (``fetch --queue``, a creator that died
+        before starting them) are taken after ``pending_grace``.
+        """
+        settings = self._importing.workers
+        while True:
+            await anyio.sleep(settings.sweep_interval)
+            try:
+                found = await anyio.to_thread.run_sync(self.jobs.unattended, settings.pending_grace)
+            except ImageBridgeError as exc:
+                log.warning("looking for unattended import jobs failed: %s", exc.message)
+                continue
+            fresh = [job_id for job_id in found if job_id not in self._active]
+            if fresh:
+                log.info("taking over %d import job(s) no worker runs: %s", len(fresh), fresh)
+                self.start(fresh, None)
+
+    def start(self, job_ids: Sequence[int], operator: str | None) -> None:
+        """Run the startable ones of *job_ids* in the background (each once per process).
+
+        *operator* is who asked (their name goes into the SAML assertions);
+        None for the gateway itself (the configured system user).
+        """
         for job_id in job_ids:
             if job_id in self._active:
                 continue
             self._active.add(job_id)
             self._tasks.start_soon(self._run, job_id, operator, name=f"import job {job_id}")
 
-    async def _run(self, job_id: int, operator: str) -> None:
+    async def _run(self, job_id: int, operator: str | None) -> None:
         token = current_operator.set(operator)
         try:
             async with self._limiter:
@@ -180,3 +214,34 @@ def _reviewed_patient(job: ImportJob, mrn: str, issuer: str) -> LocalPatient:
         birth_date=birth,
         sex=sex if sex in ("M", "F", "O") else "",
     )
+
+
+@contextlib.asynccontextmanager
+async def running_imports(
+    config: Config, jobs: JobStore, clients: PartnerClients
+) -> AsyncIterator[ImportService | None]:
+    """The import service of ``serve`` (None without ``[import]``), sweeping for orphaned jobs.
+
+    It owns the ``[import]`` target and a task group for the jobs it runs;
+    leaving the context cancels them (their leases then expire or are taken
+    back at once by a worker of this host).
+    """
+    if config.importing is None:
+        yield None
+        return
+    target = open_target(config.importing.target)
+    try:
+        async with anyio.create_task_group() as tasks:
+            service = ImportService(
+                jobs,
+                clients=clients,
+                directory=config.communities,
+                target=target,
+                importing=config.importing,
+                tasks=tasks,
+            )
+            tasks.start_soon(service.sweep_forever, name="import job sweeper")
+            yield service
+            tasks.cancel_scope.cancel()
+    finally:
+        await target.aclose()

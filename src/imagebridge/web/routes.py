@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -31,14 +30,14 @@ from imagebridge.actors.initiating.pull import PullSettings
 from imagebridge.actors.initiating.workflow import PullWorkflow
 from imagebridge.config import Config
 from imagebridge.errors import ImageBridgeError
-from imagebridge.importing import open_target
 from imagebridge.store import Store
 from imagebridge.store.jobs import JobStore
+from imagebridge.store.leases import GatewaySettings
 from imagebridge.transport.events import Observers, TransactionObserver
 from imagebridge.web import auth
 from imagebridge.web.auth import CsrfRefused, FormTooLarge, first
 from imagebridge.web.health import PartnerHealth
-from imagebridge.web.imports import ImportService
+from imagebridge.web.imports import running_imports
 from imagebridge.web.job_pages import (
     communities_page,
     history_page,
@@ -63,6 +62,9 @@ from imagebridge.web.search import Searches, chosen_offers, parse_demographics
 from imagebridge.web.views import target_label
 
 log = logging.getLogger(__name__)
+
+SESSION_KEY_NAME = "web-session-key"
+"""Name of the shared session-signing key in ``gateway_settings`` (when [web] sets none)."""
 
 
 # --- login ------------------------------------------------------------------------------
@@ -263,33 +265,26 @@ async def staff_page(
         log.warning("[web] has no users: nobody can log in to the staff page")
     health = PartnerHealth()
     observers = Observers([health, *([observer] if observer is not None else [])])
-    clients = PartnerClients(observer=observers, security=security)
-    target = open_target(config.importing.target) if config.importing is not None else None
+    clients = PartnerClients(
+        observer=observers, tls_defaults=config.tls.defaults, security=security
+    )
+    jobs = JobStore(store.engine)
     try:
-        async with anyio.create_task_group() as tasks:
-            jobs = JobStore(store.engine)
+        async with running_imports(config, jobs, clients) as imports:
             settings = PullSettings(
                 home=config.community.home_community_id,
                 patient_id_authority=config.community.patient_id_authority or None,
                 deadline=web.search_deadline,
             )
             workflow = PullWorkflow(clients, config.communities, settings, breaker=CircuitBreaker())
-            imports = None
-            if target is not None and config.importing is not None:
-                imports = ImportService(
-                    jobs,
-                    clients=clients,
-                    directory=config.communities,
-                    target=target,
-                    importing=config.importing,
-                    tasks=tasks,
-                )
             staff = Staff(
                 config, web, templates(), jobs, Searches(workflow), imports, health, store
             )
-            yield web_app(staff, web.session_secret or secrets.token_urlsafe(32))
-            tasks.cancel_scope.cancel()
+            # Every worker of the deployment signs sessions with the same key, so a
+            # load balancer may send an operator's requests to any of them.
+            secret = web.session_secret or await anyio.to_thread.run_sync(
+                GatewaySettings(store.engine).shared_secret, SESSION_KEY_NAME
+            )
+            yield web_app(staff, secret)
     finally:
-        if target is not None:
-            await target.aclose()
         await clients.aclose()

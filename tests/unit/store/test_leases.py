@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +13,7 @@ import pytest
 from imagebridge.dicom.synthetic import DEMO_PATIENTS, study_headers
 from imagebridge.store import Store
 from imagebridge.store import store as store_module
-from imagebridge.store.leases import GatewaySettings, ServiceLeases
+from imagebridge.store.leases import GatewaySettings, ServiceLeases, worker_name
 
 
 class Clock:
@@ -101,3 +104,13 @@ def test_a_write_by_another_worker_changes_the_generation(
     finally:
         reader.close()
         writer.close()
+
+
+def test_a_lease_of_an_ended_process_on_this_host_is_taken_at_once(store: Store) -> None:
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    leases = ServiceLeases(store.engine)
+    assert leases.hold("index:1.2.3", f"{os.uname().nodename}:{ended.pid}", 600)
+    assert leases.hold("index:1.2.3", worker_name(), 60)
+    assert leases.holder("index:1.2.3") == worker_name()
+    assert not leases.hold("index:1.2.3", "other-host:1", 60)  # a live holder keeps it

@@ -38,7 +38,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -85,6 +85,7 @@ from imagebridge.model.reconcile import (
 from imagebridge.model.retrieve import imaging_request_for
 from imagebridge.security.audit_trail import AuditTrail
 from imagebridge.store.jobs import JobStore
+from imagebridge.store.leases import worker_name
 from imagebridge.wire.spool import SpoolingSink
 
 log = logging.getLogger(__name__)
@@ -107,7 +108,7 @@ class RunnerSettings:
     batch_size: int = 50
     lease_seconds: float = 300.0
     spool_dir: Path | None = None
-    owner: str = f"{os.uname().nodename}:{os.getpid()}"
+    owner: str = field(default_factory=worker_name)
     transfer_syntaxes: tuple[str, ...] = DEFAULT_SYNTAXES
 
 

@@ -13,7 +13,6 @@ their failed instances.  Held jobs wait for a reviewer and are not resumed.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Sequence
 
 import anyio
@@ -28,6 +27,7 @@ from imagebridge.importing import open_target
 from imagebridge.model.import_job import ImportJob, JobState
 from imagebridge.security.xua_config import partner_security
 from imagebridge.store.jobs import JobStore
+from imagebridge.store.leases import dead_local_owner
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,9 @@ def runner_settings(config: Config) -> RunnerSettings:
     if config.importing is None:
         raise ConfigError("no [import] table: where should the images go?")
     return RunnerSettings(
-        batch_size=config.importing.batch_size, spool_dir=config.importing.spool_dir
+        batch_size=config.importing.batch_size,
+        spool_dir=config.importing.spool_dir,
+        lease_seconds=config.importing.workers.lease_seconds,
     )
 
 
@@ -81,22 +83,6 @@ async def run_jobs(
     return [results[i] for i in job_ids]
 
 
-def _dead_local_owner(owner: str | None) -> bool:
-    """True when *owner* (``host:pid``) is a process of this host that has ended."""
-    if not owner or ":" not in owner:
-        return False
-    host, _, pid = owner.rpartition(":")
-    if host != os.uname().nodename or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
 def take_back(jobs: JobStore, job_ids: Sequence[int]) -> list[int]:
     """The jobs to resume: the ones named (or every resumable one), made runnable again."""
     named = bool(job_ids)
@@ -107,7 +93,7 @@ def take_back(jobs: JobStore, job_ids: Sequence[int]) -> list[int]:
     runnable: list[int] = []
     for job in candidates:
         if job.state is JobState.RUNNING:
-            if not _dead_local_owner(job.lease_owner):
+            if not dead_local_owner(job.lease_owner):
                 continue  # a live worker (or another host) holds it; its lease decides
             jobs.release(job.id, job.lease_owner or "")
             jobs.add_event(job.id, "taken back: its worker process has ended")
