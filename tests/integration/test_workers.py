@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 
 from imagebridge.dicom.synthetic import DEMO_PATIENTS, make_study
@@ -290,3 +291,56 @@ def test_a_killed_worker_is_replaced_and_nothing_is_lost_or_stored_twice(
 
 
 FINAL = (JobState.COMPLETED, JobState.COMPLETED_WITH_ERRORS, JobState.FAILED, JobState.HELD)
+
+
+def test_serve_with_two_workers_shares_the_port_and_replaces_a_killed_worker(
+    tmp_path: Path,
+) -> None:
+    """``serve --workers 2``: two processes answer on one port; uvicorn restarts a dead one."""
+    make_study(ALICE, tmp_path / "a-archive" / "s1", modality="CT", instances=3, seed=92)
+    port = free_port()
+    config = _responder_config(tmp_path, port)
+    log = tmp_path / "serve.log"
+    env = {**os.environ, "NO_COLOR": "1"}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [_cli(), "serve", "-c", str(config), "--workers", "2"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    try:
+        _wait_up(port, process, log)
+
+        def workers() -> set[int]:
+            return {child.pid for child in psutil.Process(process.pid).children()}
+
+        deadline = time.monotonic() + 60
+        while len(_serving(log)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        first = _serving(log)
+        assert len(first) == 2, log.read_text()[-3000:]
+        assert first <= workers()
+        assert _through_balancer(f"http://127.0.0.1:{port}", 20) == [200] * 20
+
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while len(_serving(log) - {victim}) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(_serving(log) - {victim}) == 2, log.read_text()[-3000:]
+        assert _through_balancer(f"http://127.0.0.1:{port}", 20) == [200] * 20
+        # One archive scan, whichever worker got the lease; the other reused the index.
+        assert log.read_text().count("indexed repository") >= 1
+    finally:
+        _stop(process)
+    assert process.returncode == 0, log.read_text()[-3000:]
+
+
+def _serving(log: Path) -> set[int]:
+    """Worker processes that finished starting (``Application startup complete``), by pid."""
+    pids = set()
+    for line in log.read_text(errors="replace").splitlines():
+        if "Application startup complete" in line:
+            pids.add(int(line.split()[3]))
+    return pids
