@@ -70,14 +70,16 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def _config(tmp: Path, extra_repos: list[dict[str, object]] | None = None) -> Config:
+def _config(
+    tmp: Path, extra_repos: list[dict[str, object]] | None = None, database_url: str = ""
+) -> Config:
     archive = tmp / "archive"
     make_study(ALICE, archive / "alice-ct", modality="CT", instances=12, seed=1)
     make_study(ALICE, archive / "alice-mr", modality="MR", instances=3, seed=2)
     make_study(BOB, archive / "bob-cr", modality="CR", seed=3)
     raw = {
         "community": {"home_community_id": f"urn:oid:{HOME}", "patient_id_authority": "2.25.1"},
-        "store": {"database_url": f"sqlite:///{tmp / 'ib.db'}"},
+        "store": {"database_url": database_url or f"sqlite:///{tmp / 'ib.db'}"},
         "repositories": [
             {"unique_id": REPO, "source": "folder", "path": str(archive)},
             *(extra_repos or []),
@@ -87,9 +89,10 @@ def _config(tmp: Path, extra_repos: list[dict[str, object]] | None = None) -> Co
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[tuple[str, SoapClient]]:
+async def gateway(tmp_path: Path, database_url: str) -> AsyncIterator[tuple[str, SoapClient]]:
+    """The gateway on a SQLite file, then on a real PostgreSQL database."""
     async with (
-        running_server(create_app(_config(tmp_path))) as base,
+        running_server(create_app(_config(tmp_path, database_url=database_url))) as base,
         httpx.AsyncClient(timeout=30) as http,
     ):
         yield base, SoapClient(http)
