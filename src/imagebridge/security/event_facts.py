@@ -24,13 +24,20 @@ from typing import Protocol, TypeVar
 from imagebridge.model.outcome import Status
 from imagebridge.model.retrieve import (
     DocumentRequest,
+    RetrieveDocumentSetRequest,
     RetrieveDocumentSetResponse,
     RetrieveImagingDocumentSetRequest,
 )
 from imagebridge.model.saml import Assertion
-from imagebridge.model.xcpd import AcknowledgementType, PatientDiscoveryResponse, QueryResponseCode
+from imagebridge.model.xcpd import (
+    AcknowledgementType,
+    PatientDiscoveryQuery,
+    PatientDiscoveryResponse,
+    QueryResponseCode,
+)
 from imagebridge.model.xds_query import (
     PATIENT_ID_PARAMETERS,
+    AdhocQueryRequest,
     AdhocQueryResponse,
     FindDocumentsFilters,
     GenericStoredQuery,
@@ -132,10 +139,23 @@ def _attempt(what: str, decode: Callable[[], _T]) -> _T | None:
         return None
 
 
-def _decode(what: str, parser: Callable[[Element], _T], element: Element | None) -> _T | None:
+def _decode(
+    what: str, parser: Callable[[Element], _T], element: Element | None, known: _T | None = None
+) -> _T | None:
+    """*known* (the model the reporting side already had), else *element* decoded."""
+    if known is not None:
+        return known
     if element is None:
         return None
     return _attempt(what, lambda: parser(element))
+
+
+def _known(event: TransactionEvent, side: str, kind: type[_T]) -> _T | None:
+    """The event's decoded request or reply (*side*) if it is a *kind*; None otherwise."""
+    if event.decoded is None:
+        return None
+    model = event.decoded.request if side == "request" else event.decoded.reply
+    return model if isinstance(model, kind) else None
 
 
 def facts_of(event: TransactionEvent) -> EventFacts:
@@ -188,8 +208,18 @@ def _unique(values: Iterable[str]) -> tuple[str, ...]:
 
 
 def _patient_discovery(event: TransactionEvent) -> EventFacts:
-    query = _decode("ITI-55 request", parse_patient_discovery_query, event.request)
-    reply = _decode("ITI-55 reply", parse_patient_discovery_response, event.reply)
+    query = _decode(
+        "ITI-55 request",
+        parse_patient_discovery_query,
+        event.request,
+        _known(event, "request", PatientDiscoveryQuery),
+    )
+    reply = _decode(
+        "ITI-55 reply",
+        parse_patient_discovery_response,
+        event.reply,
+        _known(event, "reply", PatientDiscoveryResponse),
+    )
     queried: list[str] = []
     query_id = home = None
     if query is not None:
@@ -237,8 +267,18 @@ def _first(root: Element | None, tag: str) -> Element | None:
 
 
 def _query(event: TransactionEvent) -> EventFacts:
-    request = _decode("ITI-38 request", parse_adhoc_query_request, event.request)
-    reply = _decode("ITI-38 reply", parse_adhoc_query_response, event.reply)
+    request = _decode(
+        "ITI-38 request",
+        parse_adhoc_query_request,
+        event.request,
+        _known(event, "request", AdhocQueryRequest),
+    )
+    reply = _decode(
+        "ITI-38 reply",
+        parse_adhoc_query_response,
+        event.reply,
+        _known(event, "reply", AdhocQueryResponse),
+    )
     patients: list[str] = []
     query_id = home = None
     if request is not None:
@@ -284,7 +324,12 @@ def _manifests(reply: AdhocQueryResponse | None) -> int:
 
 
 def _retrieve_reply(event: TransactionEvent) -> RetrieveDocumentSetResponse | None:
-    return _decode("retrieve reply", parse_retrieve_document_set_response, event.reply)
+    return _decode(
+        "retrieve reply",
+        parse_retrieve_document_set_response,
+        event.reply,
+        _known(event, "reply", RetrieveDocumentSetResponse),
+    )
 
 
 def _ref(d: DocumentRequest, study: str | None = None) -> DocumentRef:
@@ -293,7 +338,12 @@ def _ref(d: DocumentRequest, study: str | None = None) -> DocumentRef:
 
 
 def _retrieve(event: TransactionEvent) -> EventFacts:
-    request = _decode("ITI-39 request", parse_retrieve_document_set_request, event.request)
+    request = _decode(
+        "ITI-39 request",
+        parse_retrieve_document_set_request,
+        event.request,
+        _known(event, "request", RetrieveDocumentSetRequest),
+    )
     reply = _retrieve_reply(event)
     asked = [_ref(d) for d in request.document_requests] if request is not None else []
     returned = [

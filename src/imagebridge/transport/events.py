@@ -38,6 +38,15 @@ class Role(Enum):
     RESPONDER = "responder"
 
 
+@dataclass(frozen=True, slots=True)
+class Decoded:
+    """The models a side already had for the request and reply, so observers need not
+    decode the payload elements again (they must describe the same messages)."""
+
+    request: object | None = None
+    reply: object | None = None
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TransactionEvent:
     """A finished exchange: what, who, when, how it ended.
@@ -65,6 +74,8 @@ class TransactionEvent:
     """The requesting user (SAML subject) when one is known."""
     header_blocks: tuple[Element, ...] = ()
     """SOAP header blocks of the request (the wsse:Security header, for the audit's user)."""
+    decoded: Decoded | None = None
+    """The request and reply as models, when the side that reports had them."""
 
     @property
     def failed(self) -> bool:

@@ -9,6 +9,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from imagebridge.model.caller import VerifiedCaller
 from imagebridge.transactions import TransactionSpec
+from imagebridge.transport.events import Decoded
 from imagebridge.wire.mtom import Attachment, MtomPart
 from imagebridge.wire.wsa import AddressingHeaders
 from imagebridge.wire.xml import Element
@@ -38,6 +39,8 @@ class SoapReply:
 
     payload: Element
     attachments: Iterable[Attachment] | AsyncIterable[Attachment] = ()
+    decoded: Decoded | None = None
+    """The request and reply models behind *payload*, for the observers (audit, counters)."""
 
 
 @dataclass(frozen=True, slots=True)

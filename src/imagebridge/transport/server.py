@@ -27,6 +27,7 @@ from imagebridge.model.caller import VerifiedCaller
 from imagebridge.transactions import Transaction, TransactionSpec, spec_of
 from imagebridge.transport.events import (
     NO_OBSERVER,
+    Decoded,
     Role,
     TransactionEvent,
     TransactionObserver,
@@ -112,7 +113,11 @@ class SoapDispatcher:
         message = None
         caller: VerifiedCaller | None = None
 
-        def report(reply: Element | None, error: ImageBridgeError | Exception | None) -> None:
+        def report(
+            reply: Element | None,
+            error: ImageBridgeError | Exception | None,
+            decoded: Decoded | None = None,
+        ) -> None:
             if spec is None:
                 return  # not a transaction we answer: nothing to audit or count
             code = None
@@ -135,6 +140,7 @@ class SoapDispatcher:
                     detail=getattr(error, "message", "") if error is not None else "",
                     header_blocks=message.header_blocks if message is not None else (),
                     user=caller.audit_user_id if caller is not None else None,
+                    decoded=decoded,
                 )
             )
 
@@ -173,7 +179,7 @@ class SoapDispatcher:
         if isinstance(reply, StreamedReply):
             reply = _observed(reply, report)
         else:
-            report(reply.payload, None)
+            report(reply.payload, None, reply.decoded)
         return _encode_reply(spec, soap_request, reply)
 
 

@@ -11,6 +11,9 @@ import pytest
 from sqlalchemy.dialects import postgresql
 
 from imagebridge.model.ids import HomeCommunityId
+from imagebridge.model.outcome import RegistryError, Status
+from imagebridge.model.xds import Code, DocumentEntry
+from imagebridge.model.xds_query import AdhocQueryResponse
 from imagebridge.security.event_facts import DecodedObservers, EventFacts, Outcome, facts_of
 from imagebridge.security.measures import (
     Measures,
@@ -28,10 +31,21 @@ from imagebridge.store.counters import (
     upsert_statement,
 )
 from imagebridge.transactions import Transaction
-from imagebridge.transport.events import Role, TransactionEvent
+from imagebridge.transport.events import Decoded, Role, TransactionEvent
+from imagebridge.wire.xds import vocabulary as v
+from imagebridge.wire.xds.query import (
+    parse_adhoc_query_request,
+    parse_adhoc_query_response,
+    render_adhoc_query_response,
+)
+from imagebridge.wire.xds.retrieve import (
+    parse_retrieve_document_set_request,
+    parse_retrieve_document_set_response,
+)
 from tests.unit.security.test_audit_events import (
     PARTNER,
     _imaging,
+    _iti38_request,
     _iti39,
     event,
 )
@@ -157,3 +171,39 @@ def test_metrics_route_is_a_get_route(store: Store) -> None:
 def test_undecoded_event_facts_default() -> None:
     assert EventFacts(outcome=Outcome.SUCCESS).documents_returned == 0
     assert HomeCommunityId("1.2").oid == "1.2"
+
+
+def test_facts_from_the_responders_models_equal_the_decoded_payloads() -> None:
+    """A responder hands its models over (no second parse); the facts must not change."""
+    kos = DocumentEntry(
+        entry_uuid="urn:uuid:0b9e5b1e-0a6f-4f39-8a55-2e0b8b2a0002",
+        unique_id="1.2.3.4.9",
+        mime_type=v.MIME_DICOM,
+        format_code=Code(v.KOS_FORMAT_CODE, v.KOS_FORMAT_CODE_SCHEME),
+    )
+    reply = AdhocQueryResponse(
+        status=Status.PARTIAL_SUCCESS,
+        registry_objects=(kos,),
+        errors=(RegistryError("XDSRegistryBusy", "one source did not answer"),),
+    )
+    request = _iti38_request()
+    cases = [
+        (Transaction.ITI_38, request, render_adhoc_query_response(reply)),
+        (Transaction.ITI_39, *_iti39()),
+    ]
+    parsers = {
+        Transaction.ITI_38: (parse_adhoc_query_request, parse_adhoc_query_response),
+        Transaction.ITI_39: (
+            parse_retrieve_document_set_request,
+            parse_retrieve_document_set_response,
+        ),
+    }
+    for transaction, request_element, reply_element in cases:
+        plain = event(transaction, Role.RESPONDER, request_element, reply_element)
+        parse_request, parse_reply = parsers[transaction]
+        known = Decoded(parse_request(request_element), parse_reply(reply_element))
+        with_models = dataclasses.replace(plain, decoded=known)
+        assert facts_of(with_models) == facts_of(plain), transaction
+        # a model of the wrong kind is ignored, never trusted
+        wrong = dataclasses.replace(plain, decoded=Decoded(object(), object()))
+        assert facts_of(wrong) == facts_of(plain), transaction

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import BinaryIO, Final
+from typing import BinaryIO, Final, TypeVar, cast
 
 import anyio
 import httpx
@@ -53,7 +53,13 @@ from imagebridge.model.xds_query import AdhocQueryRequest, AdhocQueryResponse
 from imagebridge.security.tls import client_context, effective_tls
 from imagebridge.transactions import Transaction, spec_of
 from imagebridge.transport.client import SoapClient, SoapResponse
-from imagebridge.transport.events import NO_OBSERVER, Role, TransactionEvent, TransactionObserver
+from imagebridge.transport.events import (
+    NO_OBSERVER,
+    Decoded,
+    Role,
+    TransactionEvent,
+    TransactionObserver,
+)
 from imagebridge.wire.hl7v3.patient_discovery import (
     parse_patient_discovery_response,
     render_patient_discovery_query,
@@ -70,6 +76,7 @@ from imagebridge.wire.xml import Element
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
 SecurityHeaders = Callable[[Transaction, Community], Sequence[Element]]
 """Makes the SOAP header blocks of one request to one community (XUA: wsse:Security)."""
 
@@ -169,8 +176,15 @@ class PartnerClient:
         transaction: Transaction,
         payload: Element,
         sink: PartSink | None = None,
+        decoded: list[object] | None = None,
+        decode: Callable[[Element], object] | None = None,
     ) -> SoapResponse:
-        """One synchronous SOAP exchange bounded by the community's overall timeout."""
+        """One synchronous SOAP exchange bounded by the community's overall timeout.
+
+        With *decode*, the reply is decoded here and appended to *decoded*, so
+        the observers get the model rather than decoding the payload again; a
+        reply that does not decode fails the exchange (and is reported so).
+        """
         url = self._url(transaction)
         spec = spec_of(transaction)
         blocks = tuple(self._security(transaction, self.community)) if self._security else ()
@@ -182,6 +196,8 @@ class PartnerClient:
                 reply = await self._soap.call(
                     spec, url, payload, header_blocks=blocks, sink=sink, timeout=self._timeout
                 )
+            if decode is not None and decoded is not None:
+                decoded.append(decode(reply.payload))
             return reply
         except TimeoutError as exc:
             failure = PartnerTimeout(
@@ -205,20 +221,32 @@ class PartnerClient:
                     error=_code_of(failure),
                     detail=failure.message if failure is not None else "",
                     header_blocks=blocks,
+                    decoded=Decoded(None, decoded[0]) if decoded else None,
                 )
             )
 
     async def discover(self, query: PatientDiscoveryQuery) -> PatientDiscoveryResponse:
         """Cross Gateway Patient Discovery [ITI-55], Initiating Gateway: one query, its answer."""
-        reply = await self._exchange(Transaction.ITI_55, render_patient_discovery_query(query))
-        with reply:
-            return parse_patient_discovery_response(reply.payload)
+        return await self._ask(
+            Transaction.ITI_55,
+            render_patient_discovery_query(query),
+            parse_patient_discovery_response,
+        )
 
     async def find(self, request: AdhocQueryRequest) -> AdhocQueryResponse:
         """Cross Gateway Query [ITI-38], Initiating Gateway: one stored query, its answer."""
-        reply = await self._exchange(Transaction.ITI_38, render_adhoc_query_request(request))
+        return await self._ask(
+            Transaction.ITI_38, render_adhoc_query_request(request), parse_adhoc_query_response
+        )
+
+    async def _ask(
+        self, transaction: Transaction, payload: Element, decode: Callable[[Element], _T]
+    ) -> _T:
+        """One exchange whose reply is decoded with *decode* (the observers get the model)."""
+        decoded: list[object] = []
+        reply = await self._exchange(transaction, payload, decoded=decoded, decode=decode)
         with reply:
-            return parse_adhoc_query_response(reply.payload)
+            return cast(_T, decoded[0])
 
     async def retrieve(
         self, request: RetrieveDocumentSetRequest, sink: SinkFactory | None = None

@@ -43,6 +43,7 @@ from imagebridge.model.xcpd import (
     response_for_query_error,
 )
 from imagebridge.store import Store
+from imagebridge.transport.events import Decoded
 from imagebridge.transport.messages import SoapReply, SoapRequest
 from imagebridge.wire.hl7v3.patient_discovery import (
     parse_patient_discovery_query,
@@ -93,7 +94,9 @@ class PatientDiscoveryResponder:
             )
             return SoapReply(render_patient_discovery_response(response))
         response = await self.answer(query)
-        return SoapReply(render_patient_discovery_response(response))
+        return SoapReply(
+            render_patient_discovery_response(response), decoded=Decoded(query, response)
+        )
 
     async def answer(self, query: PatientDiscoveryQuery) -> PatientDiscoveryResponse:
         """The PRPA_IN201306UV02 for a decoded query."""

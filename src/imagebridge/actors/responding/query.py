@@ -34,6 +34,7 @@ from imagebridge.model.xds_query import (
     ReturnType,
 )
 from imagebridge.store import Store
+from imagebridge.transport.events import Decoded
 from imagebridge.transport.faults import registry_error
 from imagebridge.transport.messages import SoapReply, SoapRequest
 from imagebridge.wire import ns
@@ -65,12 +66,15 @@ class CrossGatewayQueryResponder:
             query = parse_adhoc_query_request(request.payload)
         except StoredQueryError as exc:
             return self._reply(self._failure(exc))
-        return self._reply(await self.answer(query))
+        return self._reply(await self.answer(query), query)
 
-    def _reply(self, response: AdhocQueryResponse) -> SoapReply:
+    def _reply(
+        self, response: AdhocQueryResponse, query: AdhocQueryRequest | None = None
+    ) -> SoapReply:
+        decoded = Decoded(query, response)  # the observers need not parse the reply again
         entries = response.document_entries
         if not entries or len(entries) != len(response.registry_objects):
-            return SoapReply(render_adhoc_query_response(response))
+            return SoapReply(render_adhoc_query_response(response), decoded=decoded)
         # LeafClass: every ExtrinsicObject is rendered once per manifest and copied after.
         shell = render_adhoc_query_response(dataclasses.replace(response, registry_objects=()))
         objects = child(shell, ns.RIM, "RegistryObjectList")
@@ -78,7 +82,7 @@ class CrossGatewayQueryResponder:
             objects = etree.SubElement(shell, ns.q(ns.RIM, "RegistryObjectList"))
         for entry in entries:
             objects.append(copy.deepcopy(self._rendered(entry)))
-        return SoapReply(shell)
+        return SoapReply(shell, decoded=decoded)
 
     def _rendered(self, entry: DocumentEntry) -> Element:
         key = (entry.entry_uuid, entry.hash or "", entry.patient_id.cx if entry.patient_id else "")

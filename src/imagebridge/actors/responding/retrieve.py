@@ -18,6 +18,7 @@ from imagebridge.model.retrieve import (
     RetrieveDocumentSetResponse,
     XopInclude,
 )
+from imagebridge.transport.events import Decoded
 from imagebridge.transport.messages import SoapReply, SoapRequest
 from imagebridge.wire.mtom import Attachment
 from imagebridge.wire.xds import vocabulary as v
@@ -70,7 +71,11 @@ class CrossGatewayRetrieveResponder:
             )
             attachments.append(Attachment(cid, v.MIME_DICOM, [manifest.document]))
         response = RetrieveDocumentSetResponse.consolidated(documents, errors)
-        return SoapReply(render_retrieve_document_set_response(response), attachments)
+        return SoapReply(
+            render_retrieve_document_set_response(response),
+            attachments,
+            decoded=Decoded(retrieve, response),
+        )
 
     def _check(self, wanted: DocumentRequest) -> RegistryError | None:
         if wanted.home_community_id is None:
