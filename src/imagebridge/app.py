@@ -66,7 +66,7 @@ from imagebridge.sources.indexer import (
 from imagebridge.store import Store
 from imagebridge.store.counters import TransactionCounters
 from imagebridge.store.jobs import JobStore
-from imagebridge.store.leases import ServiceLeases, worker_name
+from imagebridge.store.leases import GatewaySettings, ServiceLeases, worker_name
 from imagebridge.transactions import Transaction
 from imagebridge.transport.client import SoapClient
 from imagebridge.transport.events import NO_OBSERVER, TransactionObserver
@@ -240,18 +240,9 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
         security=partner_security(config.xua, config.community.home_community_id, principal),
     )
     try:
-        leases = ServiceLeases(store.engine)
-        for repo_id, source in sources.items():
-            if not isinstance(source, FolderSource):
-                continue
-            lease = f"index:{repo_id}"
-            if not await anyio.to_thread.run_sync(
-                leases.hold, lease, worker_name(), MIN_LEASE_SECONDS
-            ):  # another worker of this deployment scans it; the index is shared
-                log.info("repository %s is indexed by another worker", repo_id)
-                continue
-            report = await source.sync()
-            log.info("indexed repository %s: %s", repo_id, report)
+        for source in sources.values():
+            if isinstance(source, FolderSource):
+                await _index_at_start(store, source)
         gateway = build_gateway(config, store, sources, SoapClient(http), partners)
         gateway.observer, gateway.measures, gateway.audit = observer, measures, audit
         gateway.principal = principal
@@ -263,6 +254,38 @@ async def open_gateway(config: Config) -> AsyncIterator[Gateway]:
             with contextlib.suppress(Exception):
                 await source.aclose()
         store.close()
+
+
+START_INDEX_WAIT = 600.0
+"""Longest a worker waits at start-up for another worker's first scan of an archive."""
+
+
+async def _index_at_start(store: Store, source: FolderSource) -> None:
+    """Scan a folder archive before serving, once per deployment.
+
+    The worker holding the archive's ``index:`` lease scans it and then marks
+    it scanned (``indexed:`` in ``gateway_settings``); another worker starting
+    at the same time waits for that mark (or takes the lease over if the
+    scanner dies), so no worker answers from a half-built index.  On a
+    restart the mark is there: the scan is incremental and nobody waits.
+    """
+    repo_id = source.repository_unique_id
+    leases, settings = ServiceLeases(store.engine), GatewaySettings(store.engine)
+    lease, mark = f"index:{repo_id}", f"indexed:{repo_id}"
+    deadline = anyio.current_time() + START_INDEX_WAIT
+    while True:
+        if await anyio.to_thread.run_sync(leases.hold, lease, worker_name(), MIN_LEASE_SECONDS):
+            report = await source.sync()
+            log.info("indexed repository %s: %s", repo_id, report)
+            await anyio.to_thread.run_sync(settings.put, mark, _now().isoformat())
+            return
+        if await anyio.to_thread.run_sync(settings.get, mark) is not None:
+            log.info("repository %s is indexed by another worker", repo_id)
+            return
+        if anyio.current_time() > deadline:
+            log.warning("repository %s: still being indexed by another worker", repo_id)
+            return
+        await anyio.sleep(0.2)
 
 
 def _as_operator(system: Principal) -> Principal:

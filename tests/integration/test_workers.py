@@ -33,6 +33,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import anyio
 import httpx
 import psutil
 import pytest
@@ -41,8 +42,11 @@ from imagebridge.dicom.synthetic import DEMO_PATIENTS, make_study
 from imagebridge.model.import_job import ImportJob, InstanceState, JobState
 from imagebridge.store.jobs import JobStore
 from imagebridge.store.leases import NODE_ENV
+from imagebridge.transport.client import SoapClient
 from tests.integration.nginx import load_balancer
 from tests.integration.orthanc import OrthancServer, free_port, start_orthanc
+from tests.integration.test_responding_gateway import HOME as RESPONDER_HOME
+from tests.integration.test_responding_gateway import _discover, _xcpd
 from tests.postgres import PostgresCluster
 
 ALICE = DEMO_PATIENTS[0]
@@ -106,13 +110,13 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def _responder_config(tmp: Path, port: int) -> Path:
+def _responder_config(tmp: Path, port: int, home: str = A) -> Path:
     path = tmp / "community-a.toml"
     path.write_text(
         "\n".join(
             [
                 "[community]",
-                f'home_community_id = "{A}"',
+                f'home_community_id = "{home}"',
                 'patient_id_authority = "2.25.1"',
                 "[server]",
                 'host = "127.0.0.1"',
@@ -297,9 +301,10 @@ def test_serve_with_two_workers_shares_the_port_and_replaces_a_killed_worker(
     tmp_path: Path,
 ) -> None:
     """``serve --workers 2``: two processes answer on one port; uvicorn restarts a dead one."""
-    make_study(ALICE, tmp_path / "a-archive" / "s1", modality="CT", instances=3, seed=92)
+    for n in range(4):  # enough files that a worker answering before the scan would show
+        make_study(ALICE, tmp_path / "a-archive" / f"s{n}", modality="CT", instances=40, seed=n)
     port = free_port()
-    config = _responder_config(tmp_path, port)
+    config = _responder_config(tmp_path, port, RESPONDER_HOME)
     log = tmp_path / "serve.log"
     env = {**os.environ, "NO_COLOR": "1"}
     with open(log, "wb") as out:
@@ -321,7 +326,8 @@ def test_serve_with_two_workers_shares_the_port_and_replaces_a_killed_worker(
         first = _serving(log)
         assert len(first) == 2, log.read_text()[-3000:]
         assert first <= workers()
-        assert _through_balancer(f"http://127.0.0.1:{port}", 20) == [200] * 20
+        # Each worker answers from the complete index: the one that did not scan waited.
+        assert anyio.run(_discover_alice, f"http://127.0.0.1:{port}", 20) == [1] * 20
 
         victim = min(first)
         os.kill(victim, signal.SIGKILL)
@@ -330,8 +336,8 @@ def test_serve_with_two_workers_shares_the_port_and_replaces_a_killed_worker(
             time.sleep(0.1)
         assert len(_serving(log) - {victim}) == 2, log.read_text()[-3000:]
         assert _through_balancer(f"http://127.0.0.1:{port}", 20) == [200] * 20
-        # One archive scan, whichever worker got the lease; the other reused the index.
-        assert log.read_text().count("indexed repository") >= 1
+        # One archive scan at start-up, whichever worker got the lease; the other reused it.
+        assert "is indexed by another worker" in log.read_text()
     finally:
         _stop(process)
     assert process.returncode == 0, log.read_text()[-3000:]
@@ -344,3 +350,14 @@ def _serving(log: Path) -> set[int]:
         if "Application startup complete" in line:
             pids.add(int(line.split()[3]))
     return pids
+
+
+async def _discover_alice(base: str, count: int) -> list[int]:
+    """Patients found for Alice by *count* XCPD queries on fresh connections (any worker)."""
+    found = []
+    for _ in range(count):
+        async with httpx.AsyncClient(timeout=30) as http:
+            query = _xcpd("Demo", "Alice", ALICE.birth_date, "F")
+            answer = await _discover(base, SoapClient(http), query)
+            found.append(len(answer.patients))
+    return found

@@ -118,6 +118,18 @@ class ServiceLeases(EngineAccess):
 class GatewaySettings(EngineAccess):
     """The ``gateway_settings`` table: values shared by every worker of the deployment."""
 
+    def get(self, name: str) -> str | None:
+        """The value stored under *name*, or None."""
+        with self._reading() as conn:
+            value: str | None = conn.execute(select(_S.c.value).where(_S.c.name == name)).scalar()
+        return value
+
+    def put(self, name: str, value: str) -> None:
+        """Store *value* under *name* (replacing what was there)."""
+        with self._writing() as conn:
+            if not conn.execute(update(_S).where(_S.c.name == name).values(value=value)).rowcount:
+                conn.execute(insert(_S).values(name=name, value=value))
+
     def shared_secret(self, name: str, nbytes: int = 32) -> str:
         """The secret stored under *name*, made (random, URL-safe) by the first caller."""
         query = select(_S.c.value).where(_S.c.name == name)
