@@ -12,8 +12,10 @@ STAMP  := $(VENV)/.installed
 DEBIAN_PACKAGES := dicom3tools orthanc orthanc-dicomweb chromium postgresql nginx
 SYSTEM_STAMP := $(VENV)/.system-packages
 # Debian packages only `make bench` needs: nginx is the static-file baseline of
-# bench/rad75_throughput.py (which starts its own nginx on a loopback port).
-BENCH_DEBIAN_PACKAGES := nginx
+# bench/rad75_throughput.py and bench/initiator_rate.py (each starts its own nginx on a
+# loopback port); wrk is the light HTTP client of bench/worker_scaling.py.
+# `make bench` runs every benchmark, collects their figures and writes bench/results.md.
+BENCH_DEBIAN_PACKAGES := nginx wrk
 BENCH_SYSTEM_STAMP := $(VENV)/.bench-system-packages
 
 .PHONY: demo test check bench venv clean system-packages
@@ -59,11 +61,17 @@ test: check $(SYSTEM_STAMP)
 	$(BIN)/pytest -q
 
 bench: $(STAMP) $(SYSTEM_STAMP) $(BENCH_SYSTEM_STAMP)
-	$(BIN)/python bench/mtom_throughput.py
-	$(BIN)/python bench/responder.py
-	$(BIN)/python bench/rad75_throughput.py
-	$(BIN)/python bench/fanout.py
-	$(BIN)/python bench/import_throughput.py
+	rm -f bench/.results.jsonl
+	-$(BIN)/python bench/mtom_throughput.py --results bench/.results.jsonl
+	-$(BIN)/python bench/responder.py --results bench/.results.jsonl
+	-$(BIN)/python bench/rad75_throughput.py --results bench/.results.jsonl
+	-$(BIN)/python bench/fanout.py --results bench/.results.jsonl
+	-$(BIN)/python bench/import_throughput.py --results bench/.results.jsonl
+	-$(BIN)/python bench/load.py --results bench/.results.jsonl
+	-$(BIN)/python bench/worker_scaling.py --results bench/.results.jsonl
+	-$(BIN)/python bench/initiator_rate.py --results bench/.results.jsonl
+	-$(BIN)/python bench/saml_verify.py --results bench/.results.jsonl
+	$(BIN)/python bench/results.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

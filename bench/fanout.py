@@ -1,7 +1,7 @@
 """Fan-out figures: Cross Gateway Patient Discovery [ITI-55] to 100 communities under one deadline.
 
 Usage: ``python bench/fanout.py [--deadline 5] [--answering 85] [--refusing 10] [--silent 5]
-[--full-sequential] [--skip-breaker]``
+[--full-sequential] [--skip-breaker] [--results FILE]``
 
 * **Communities** (issue: fan-out with one overall deadline), all on loopback,
   each with its own homeCommunityId:
@@ -28,7 +28,11 @@ Usage: ``python bench/fanout.py [--deadline 5] [--answering 85] [--refusing 10] 
 * **Circuit breaker**: the fan-out is repeated with the same breaker
   (3 failures) until the dead partners are skipped, and that round is timed.
 
-Nothing is asserted; the figures are printed.
+Nothing is asserted; the figures are printed.  With ``--results FILE`` the
+headline figures are also appended to that JSON-lines file (``bench/record.py``,
+read by ``bench/results.py``): the fan-out's total time over the deadline
+(target below 1.10), the sequential walk over the fan-out, and the round with the
+dead partners skipped.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ import anyio
 import anyio.abc
 import httpx
 import uvicorn
+from record import write_figure
 
 from imagebridge.actors.initiating.breaker import CircuitBreaker
 from imagebridge.actors.initiating.client import PartnerClient
@@ -76,6 +81,7 @@ US = HomeCommunityId("1.3.6.1.4.1.21367.13.70.499")
 TARGET = DicomPatient("BENCH^FANOUT", "BENCH-FANOUT", DEMO_ISSUER, "19700101", "F")
 NO_MATCH_EVERY = 5  # answering community n has an empty index when n % 5 == 0
 TARGET_RATIO = 1.10
+BENCH = "fanout"
 S = OutcomeStatus
 
 
@@ -231,7 +237,7 @@ async def sequential(
     full: bool,
     timeouts: Timeouts,
     fanned_out: float,
-) -> None:
+) -> float:
     """The baseline: one call after the other, same per-call timeouts."""
     walked = communities + (silent if full else [])
     async with http_client() as http:
@@ -260,6 +266,7 @@ async def sequential(
         )
         print(f"sequential total: {measured:.3f} + {estimate:g} = {total:.3f} s")
     print(f"sequential walk / fan-out total ({fanned_out:.3f} s): {total / fanned_out:.1f}x")
+    return total
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -308,18 +315,48 @@ async def run(args: argparse.Namespace) -> None:
                         communities, call, timeout=deadline, is_no_match=no_match, breaker=breaker
                     )
                 print_result(result, deadline)
-                await sequential(
+                counts = ", ".join(f"{c} {s.value}" for s, c in result.counts().items() if c)
+                write_figure(
+                    args.results,
+                    BENCH,
+                    f"ITI-55 fan-out to {len(communities)} communities: total / deadline",
+                    round(result.elapsed / deadline, 4),
+                    "ratio",
+                    target=f"< {TARGET_RATIO:.2f}",
+                    detail=(
+                        f"{result.elapsed:.3f} s for a {deadline:g} s deadline; {n} answering, "
+                        f"{args.refusing} refusing, {args.silent} silent ({counts})"
+                    ),
+                )
+                walked = await sequential(
                     answering + refusing, silent, args.full_sequential, timeouts, result.elapsed
                 )
+                write_figure(
+                    args.results,
+                    BENCH,
+                    "sequential walk / fan-out, same per-call timeouts",
+                    round(walked / result.elapsed, 2),
+                    "ratio",
+                    detail=f"walk {walked:.2f} s"
+                    + ("" if args.full_sequential else " (silent ones computed, not waited)"),
+                )
                 if not args.skip_breaker:
-                    await breaker_rounds(communities, n, breaker, deadline)
+                    skipped = await breaker_rounds(communities, n, breaker, deadline)
+                    write_figure(
+                        args.results,
+                        BENCH,
+                        "fan-out round with the dead partners skipped (circuit breaker)",
+                        round(skipped, 3),
+                        "s",
+                        detail=f"breaker opens after {breaker.failure_threshold} failures",
+                    )
         finally:
             stop_server(process)
 
 
 async def breaker_rounds(
     communities: list[Community], answering: int, breaker: CircuitBreaker, deadline: float
-) -> None:
+) -> float:
     print(
         f"\n== circuit breaker ({breaker.failure_threshold} failures, cool-down "
         f"{breaker.cool_down:g} s) =="
@@ -339,6 +376,7 @@ async def breaker_rounds(
         f"with the dead partners skipped, the fan-out took {result.elapsed:.3f} s = "
         f"{result.elapsed / deadline:.3f}x the deadline"
     )
+    return result.elapsed
 
 
 def main() -> None:
@@ -353,6 +391,7 @@ def main() -> None:
         "--full-sequential", action="store_true", help="also wait out the silent ones"
     )
     parser.add_argument("--skip-breaker", action="store_true")
+    parser.add_argument("--results", type=Path, help="append headline figures (JSON lines)")
     args = parser.parse_args()
     if args.serve:
         serve(args.answering, args.tmp)

@@ -1,6 +1,7 @@
 """MTOM/XOP codec throughput and memory: writer, reader, and plain loops over the same bytes.
 
-Usage: ``python bench/mtom_throughput.py [--size-mb 2048] [--steps 256,1024] [--chunk-kib 64]``
+Usage: ``python bench/mtom_throughput.py [--size-mb 2048] [--steps 256,1024] [--chunk-kib 64]
+[--results FILE]``
 
 For every size (the ``--steps`` below ``--size-mb``, then ``--size-mb`` itself)
 a fresh subprocess generates a synthetic RAD-69/RAD-75 style response on the
@@ -22,7 +23,11 @@ same job on the same bytes, interleaved and best of ``--repeat``:
   runs last, after an untimed warm-up and an ``os.sync()`` before each run).
 
 Peak RSS is the subprocess's ``ru_maxrss``, so it shows whether memory grows
-with the package size (target < 100 MB).  Nothing is asserted.
+with the package size (target < 100 MB).  Nothing is asserted.  With
+``--results FILE`` the headline figures of the largest size (reader vs the
+plain read() loop on a pipe, target 0.5; writer and spooling reader vs their
+plain loops) and the highest peak RSS are also appended to that JSON-lines file
+(``bench/record.py``, read by ``bench/results.py``).
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
+from record import write_figure
 
 from imagebridge.wire.mime import PartHeaders
 from imagebridge.wire.mtom import Attachment, encode_mtom_async, mtom_content_type, read_mtom
@@ -54,6 +60,9 @@ ROOT_ID = "root.message@imagebridge.example.org"
 ROOT = b'<?xml version="1.0" encoding="UTF-8"?><env:Envelope/>' + b" " * 4000
 PAYLOAD = random.Random(7).randbytes(9 * 1024 * 1024)
 PIECE = 1024 * 1024  # segment size; also the largest --chunk-kib
+BENCH = "mtom_throughput"
+READER_TARGET = 0.5  # reader / plain read() loop
+RSS_TARGET_MIB = 100
 
 
 def plan(total: int, seed: int = 42) -> list[int]:
@@ -365,6 +374,7 @@ def main() -> None:
     parser.add_argument("--chunk-kib", type=int, default=64, help="reader input chunk size")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (best kept)")
     parser.add_argument("--spool-dir", default=None, help="where spool files go")
+    parser.add_argument("--results", type=Path, help="append headline figures (JSON lines)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--emit", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -398,6 +408,41 @@ def main() -> None:
         rows.append(json.loads(result.strip().splitlines()[-1]))
         print(f"  {size} MB done", flush=True)
     print(report(rows))
+    record(args.results, rows)
+
+
+def record(results: Path | None, rows: list[dict[str, float]]) -> None:
+    """The largest size's ratios and the highest peak RSS, as headline figures."""
+    if not rows:
+        return
+    last = rows[-1]
+    size = f"{last['size_mb']:.0f} MB package, {last['parts']:.0f} attachments"
+    figures = (
+        ("read()", "read/pipe", "MTOM reader / plain read() loop on a pipe", READER_TARGET),
+        ("bodies", "write", "MTOM writer / attachment bodies consumed alone", None),
+        ("store", "read/spool", "spooling reader / plain store-to-disk loop", None),
+    )
+    for base, codec, name, target in figures:
+        write_figure(
+            results,
+            BENCH,
+            name,
+            round(last[codec] / last[base], 3),
+            "ratio",
+            target=None if target is None else f">= {target}",
+            detail=f"{size}; {last[codec]:,.0f} vs {last[base]:,.0f} MB/s",
+        )
+    peak = max(r["rss_peak_mib"] for r in rows)
+    sizes = ", ".join(f"{r['size_mb']:.0f}" for r in rows)
+    write_figure(
+        results,
+        BENCH,
+        "peak RSS of the codec process",
+        round(peak, 1),
+        "MiB",
+        target=f"< {RSS_TARGET_MIB}",
+        detail=f"highest over the {sizes} MB packages",
+    )
 
 
 if __name__ == "__main__":
