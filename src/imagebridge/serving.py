@@ -15,13 +15,14 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
-from starlette.applications import Starlette
 
-from imagebridge.app import create_app
 from imagebridge.config import Config, load_config
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
 CONFIG_ENV = "IMAGEBRIDGE_CONFIG"
 """Absolute path of the configuration file, for worker processes."""
@@ -48,6 +49,8 @@ def app_from_environment() -> Starlette:
     path = os.environ.get(CONFIG_ENV)
     if not path:
         raise RuntimeError(f"{CONFIG_ENV} is not set: start workers with `imagebridge serve`")
+    from imagebridge.app import create_app  # noqa: PLC0415 (the supervisor never needs it)
+
     return create_app(load_config(Path(path)))
 
 
@@ -71,6 +74,8 @@ def serve(config: Config, config_path: Path, options: ServeOptions, *, verbose: 
         **options.extra,
     }
     if options.workers <= 1:
+        from imagebridge.app import create_app  # noqa: PLC0415 (see app_from_environment)
+
         uvicorn.run(create_app(config), **common)
         return
     os.environ[CONFIG_ENV] = str(config_path.resolve())
