@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -210,17 +210,25 @@ class ManifestCatalog:
             _, old = self._entries.popitem(last=False)
             self._by_entry_uuid.pop(old.entry_uuid, None)
 
-    async def entry_by_unique_id(self, kos_uid: str) -> DocumentEntry | None:
-        """The DocumentEntry of a manifest we built (GetDocuments by uniqueId)."""
-        manifest = await anyio.to_thread.run_sync(self._store.manifest_by_uid, kos_uid)
-        if manifest is None:
-            return None
-        study = await anyio.to_thread.run_sync(
-            self._store.study, manifest.study_instance_uid, manifest.repository_unique_id
-        )
-        if study is None or study.fingerprint != manifest.fingerprint:
-            return None  # the study changed since: this manifest is no longer offered
-        return await self.entry_for(study)
+    async def entries_by_unique_ids(self, kos_uids: Sequence[str]) -> list[DocumentEntry]:
+        """The DocumentEntries of the manifests we built among *kos_uids*, in order.
+
+        The look-ups run in one worker thread (one hop, not two per id), so a
+        GetDocuments does not queue once per id behind other requests.
+        """
+        studies = await anyio.to_thread.run_sync(self._current_studies, list(kos_uids))
+        return [await self.entry_for(study) for study in studies]
+
+    def _current_studies(self, kos_uids: list[str]) -> list[StudyRecord]:
+        found = []
+        for kos_uid in kos_uids:
+            manifest = self._store.manifest_by_uid(kos_uid)
+            if manifest is None:
+                continue
+            study = self._store.study(manifest.study_instance_uid, manifest.repository_unique_id)
+            if study is not None and study.fingerprint == manifest.fingerprint:
+                found.append(study)  # else the study changed: the manifest is no longer offered
+        return found
 
     async def manifest_by_unique_id(self, kos_uid: str) -> ManifestRecord | None:
         """The KOS bytes ITI-39 returns (any version we built and still hold)."""

@@ -162,9 +162,4 @@ class CrossGatewayQueryResponder:
             found = self._catalog.unique_id_for_entry_uuid(uuid)
             if found is not None:
                 unique_ids.append(found)
-        entries = []
-        for uid in unique_ids:
-            entry = await self._catalog.entry_by_unique_id(uid)
-            if entry is not None:
-                entries.append(entry)
-        return entries, []
+        return await self._catalog.entries_by_unique_ids(unique_ids), []
