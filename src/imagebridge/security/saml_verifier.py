@@ -31,7 +31,6 @@ carriers is parsed and logged (identifiers at DEBUG only).
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import logging
 from collections import OrderedDict
@@ -57,6 +56,7 @@ from imagebridge.model.caller import ConsentEvidence, VerifiedCaller
 from imagebridge.model.saml import ACP, BPPC_DOCID, Assertion, SubjectConfirmation
 from imagebridge.model.wsse import SecurityHeader
 from imagebridge.security.xml_signature import (
+    ElementIds,
     TrustStore,
     certificates_of,
     check_envelope_ids,
@@ -66,7 +66,7 @@ from imagebridge.security.xml_signature import (
 from imagebridge.wire import ns
 from imagebridge.wire.saml import SAML1, parse_assertion
 from imagebridge.wire.wsse import parse_timestamp
-from imagebridge.wire.xml import Element, children, elements, qname_of, text_of
+from imagebridge.wire.xml import Element, elements, qname_of, text_of
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,18 @@ NHIN_INSTANCE_POLICY: Final = "InstanceAccessConsentPolicy"
 _SECURITY = ns.q(ns.WSSE, "Security")
 _TIMESTAMP = ns.q(ns.WSU, "Timestamp")
 _SIGNATURE = ns.q(ns.DS, "Signature")
+_WSU_ID = ns.q(ns.WSU, "Id")
+_ASSERTION = ns.q(ns.SAML2, "Assertion")
+_ENCRYPTED_ASSERTION = ns.q(ns.SAML2, "EncryptedAssertion")
+_SIGNATURE_VALUE = ns.q(ns.DS, "SignatureValue")
+_KEY_IDENTIFIER = ns.q(ns.WSSE, "KeyIdentifier")
+_WSSE_REFERENCE = ns.q(ns.WSSE, "Reference")
+_AUTHN_STATEMENT = ns.q(ns.SAML2, "AuthnStatement")
+_AUTHN_CONTEXT = ns.q(ns.SAML2, "AuthnContext")
+_AUTHN_CONTEXT_REFS = (
+    ns.q(ns.SAML2, "AuthnContextClassRef"),
+    ns.q(ns.SAML2, "AuthnContextDeclRef"),
+)
 _VERIFIED_CACHE = 4096
 _SEEN_ONCE = 4 * _VERIFIED_CACHE
 T = TypeVar("T")
@@ -151,7 +163,7 @@ class AssertionVerifier:
         self._settings = settings
         self._clock = clock
         self._replays = ReplayCache(settings.replay_cache_size)
-        self._verified: OrderedDict[bytes, tuple[Assertion, VerifiedCaller, datetime]] = (
+        self._verified: OrderedDict[bytes, tuple[bytes, Assertion, VerifiedCaller, datetime]] = (
             OrderedDict()
         )
         self._seen_once: OrderedDict[bytes, None] = OrderedDict()
@@ -169,39 +181,47 @@ class AssertionVerifier:
         security = blocks[0]
         if len(etree.tostring(security)) > s.max_header_bytes:
             raise SecurityHeaderTooLarge("the wsse:Security header is too large")
-        top = children(security, ns.SAML2, "Assertion")
+        top = list(security.iterchildren(_ASSERTION))
         if len(top) != 1:
             raise InvalidSecurity("wsse:Security must carry exactly one SAML assertion")
         root = security.getroottree().getroot()
-        check_envelope_ids(root, top[0], s.max_header_elements * 4)
+        ids = check_envelope_ids(root, top[0], s.max_header_elements * 4)
         parts = _header(security)
         window_end = self._check_timestamp(parts, now, skew)
-        assertion, caller = self._assertion(top[0], now, skew)
-        header = dataclasses.replace(parts, assertion=assertion)
+        assertion, caller = self._assertion(top[0], now, skew, ids)
         self._check_conditions(assertion, now, skew)
-        replay_key = self._check_confirmation(root, security, header, assertion, now)
+        replay_key = self._check_confirmation(root, security, parts, assertion, now, ids=ids)
         self._replays.add(replay_key, window_end + skew, now)
         return caller
 
     def _assertion(
-        self, element: Element, now: datetime, skew: timedelta
+        self, element: Element, now: datetime, skew: timedelta, ids: ElementIds | None
     ) -> tuple[Assertion, VerifiedCaller]:
         """The assertion and its caller: from the cache when these exact bytes were verified.
 
         What is cached depends on the assertion's content only (signature,
         issuer trust, AuthnStatement, attributes); time checks run per request.
         An assertion enters the cache the second time it is verified: the first
-        time only its key is noted (a bytes object), so a partner sending a new
-        assertion with every request does not fill the cache, and the collector,
-        with models (and the request trees they point into) never used again.
+        time only its sighting is noted (a bytes object), so a partner sending a
+        new assertion with every request does not fill the cache, and the
+        collector, with models (and the request trees they point into) never
+        used again.  Entries are found by the sighting (a digest of the
+        assertion's ID and SignatureValue, cheap to take) and used only when the
+        digest of the assertion's serialised bytes is that of the bytes
+        verified; so the serialisation is made only for assertions seen before.
         """
-        key = hashlib.sha256(etree.tostring(element)).digest()
-        cached = self._verified.get(key)
-        if cached is not None and now < cached[2]:
-            self._verified.move_to_end(key)
-            return cached[0], cached[1]
+        sighting = _sighting(element)
+        cached = self._verified.get(sighting)
+        digest = None
+        if cached is not None and now < cached[3]:
+            digest = _bytes_digest(element)
+            if cached[0] == digest:
+                self._verified.move_to_end(sighting)
+                return cached[1], cached[2]
         assertion = parse_assertion(element)
-        signer = verify_enveloped(element, self._trust, now, accept_sha1=self._settings.accept_sha1)
+        signer = verify_enveloped(
+            element, self._trust, now, accept_sha1=self._settings.accept_sha1, ids=ids
+        )
         self._check_conditions(assertion, now, skew)
         self._check_authn(assertion, now, skew)
         caller = self._caller(assertion)
@@ -210,13 +230,15 @@ class AssertionVerifier:
             signer.not_valid_after_utc,
             now + timedelta(seconds=self._settings.clock_skew),
         )
-        if key in self._seen_once:
-            del self._seen_once[key]
-            self._verified[key] = (assertion, caller, until)
+        if sighting in self._seen_once or cached is not None:
+            self._seen_once.pop(sighting, None)
+            digest = digest or _bytes_digest(element)
+            self._verified[sighting] = (digest, assertion, caller, until)
+            self._verified.move_to_end(sighting)
             while len(self._verified) > _VERIFIED_CACHE:
                 self._verified.popitem(last=False)
         else:
-            self._seen_once[key] = None
+            self._seen_once[sighting] = None
             while len(self._seen_once) > _SEEN_ONCE:
                 self._seen_once.popitem(last=False)
         return assertion, caller
@@ -268,8 +290,13 @@ class AssertionVerifier:
         header: SecurityHeader,
         assertion: Assertion,
         now: datetime,
+        *,
+        ids: ElementIds | None,
     ) -> str:
-        """Holder-of-key proof; the key under which the message is remembered against replay."""
+        """Holder-of-key proof; the key under which the message is remembered against replay.
+
+        *header*: the Timestamp and signatures of wsse:Security (its assertion is *assertion*).
+        """
         confirmations = assertion.subject.confirmations if assertion.subject else ()
         hok = [c for c in confirmations if c.is_holder_of_key]
         if not hok:
@@ -292,18 +319,16 @@ class AssertionVerifier:
         if len(proofs) == 1:
             self._check_token_reference(proofs[0], assertion.id)
         covered = verify_proof(
-            root, security, certs[0], now, accept_sha1=self._settings.accept_sha1
+            root, security, certs[0], now, accept_sha1=self._settings.accept_sha1, ids=ids
         )
         ts = header.timestamp
-        ts_tag = ns.q(ns.WSU, "Timestamp")
-        wsu_id = ns.q(ns.WSU, "Id")
         if (
             ts is None
             or ts.id is None
-            or not any(e.tag == ts_tag and e.get(wsu_id) == ts.id for e in covered)
+            or not any(e.tag == _TIMESTAMP and e.get(_WSU_ID) == ts.id for e in covered)
         ):
             raise FailedAuthentication("the holder-of-key proof does not cover the Timestamp")
-        value = proofs[0].find(ns.q(ns.DS, "SignatureValue"))
+        value = next(proofs[0].iterchildren(_SIGNATURE_VALUE), None)
         return "hok:" + "".join(text_of(value).split())
 
     def _check_confirmation_window(self, confirmation: SubjectConfirmation, now: datetime) -> None:
@@ -318,10 +343,9 @@ class AssertionVerifier:
 
     @staticmethod
     def _check_token_reference(proof: Element, assertion_id: str) -> None:
-        identifiers = list(proof.iter(ns.q(ns.WSSE, "KeyIdentifier")))
-        references = list(proof.iter(ns.q(ns.WSSE, "Reference")))
-        named = [text_of(i) for i in identifiers] + [
-            (r.get("URI") or "").lstrip("#") for r in references
+        named = [
+            text_of(el) if el.tag == _KEY_IDENTIFIER else (el.get("URI") or "").lstrip("#")
+            for el in proof.iter(_KEY_IDENTIFIER, _WSSE_REFERENCE)
         ]
         if named and assertion_id not in named:
             raise SecurityTokenUnavailable("the message signature names another security token")
@@ -332,15 +356,13 @@ class AssertionVerifier:
         source = assertion.source
         if source is None:
             raise InvalidSecurity("the assertion was not read from a message")
-        statements = children(source, ns.SAML2, "AuthnStatement")
+        statements = list(source.iterchildren(_AUTHN_STATEMENT))
         if len(statements) != 1:
             raise AuthnStatementInvalid(f"the assertion has {len(statements)} AuthnStatements")
-        contexts = children(statements[0], ns.SAML2, "AuthnContext")
+        contexts = list(statements[0].iterchildren(_AUTHN_CONTEXT))
         if len(contexts) != 1:
             raise AuthnStatementInvalid("the AuthnStatement needs exactly one AuthnContext")
-        refs = children(contexts[0], ns.SAML2, "AuthnContextClassRef") + children(
-            contexts[0], ns.SAML2, "AuthnContextDeclRef"
-        )
+        refs = list(contexts[0].iterchildren(_AUTHN_CONTEXT_REFS))
         if len(refs) != 1 or not text_of(refs[0]):
             raise AuthnStatementInvalid("the AuthnContext needs exactly one class or declaration")
         if assertion.authn_statements[0].authn_instant.value > now + skew:
@@ -377,6 +399,23 @@ class AssertionVerifier:
         return caller
 
 
+def _sighting(assertion: Element) -> bytes:
+    """What names an assertion in the verification cache: its ID and SignatureValue text.
+
+    Only a label: a cached verdict is used for an assertion whose serialised bytes
+    are the very bytes verified (:func:`_bytes_digest`).
+    """
+    signature = next(assertion.iterchildren(_SIGNATURE), None)
+    value = None if signature is None else next(signature.iterchildren(_SIGNATURE_VALUE), None)
+    text = "" if value is None else value.text or ""
+    return hashlib.sha256(f"{assertion.get('ID') or ''}\0{text}".encode()).digest()
+
+
+def _bytes_digest(assertion: Element) -> bytes:
+    """The SHA-256 of *assertion* serialised (namespaces in scope included)."""
+    return hashlib.sha256(etree.tostring(assertion)).digest()
+
+
 def _header(security: Element) -> SecurityHeader:
     """The wsse:Security children other than the assertion, checked like
     :func:`~imagebridge.wire.wsse.parse_security` checks them."""
@@ -387,7 +426,7 @@ def _header(security: Element) -> SecurityHeader:
             timestamps.append(c)
         elif c.tag == _SIGNATURE:
             signatures.append(c)
-        elif c.tag == ns.q(ns.SAML2, "EncryptedAssertion") or qname_of(c)[0] == SAML1:
+        elif c.tag == _ENCRYPTED_ASSERTION or qname_of(c)[0] == SAML1:
             raise UnsupportedSecurityToken("only one plain SAML 2.0 assertion is supported")
     if len(timestamps) > 1:
         raise InvalidSecurity("wsse:Security holds more than one wsu:Timestamp")

@@ -1,13 +1,18 @@
-"""XUA verification cache: an assertion is cached the second time it is verified."""
+"""XUA verification cache: an assertion is cached the second time it is verified, and a
+cached verdict serves only the very bytes that were verified."""
 
 from __future__ import annotations
 
 import pytest
 import trustme
+from lxml import etree
 
+from imagebridge.errors import FailedCheck
+from imagebridge.model.saml import SUBJECT_ID
 from imagebridge.security import saml_verifier
 from imagebridge.security.saml_issuer import SigningKey
 from imagebridge.security.saml_verifier import AssertionVerifier
+from imagebridge.wire import ns
 from imagebridge.wire.xml import Element
 from tests.unit.security.test_saml_issue_verify import (
     AUDIENCE,
@@ -62,3 +67,43 @@ def test_new_assertions_do_not_fill_the_cache(
     assert len({c.assertion_id for c in callers}) == 3
     assert len(verified) == 3
     assert not verifier._verified and len(verifier._seen_once) == 3
+
+
+def test_cached_assertion_changed_is_verified_again_and_refused(
+    key: SigningKey, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Same ID and SignatureValue, other bytes: not the cached verdict, a full check."""
+    verified = _counting(monkeypatch)
+    issuer = make_issuer(key)
+    verifier = make_verifier(ca)
+    for _ in range(2):  # noted, then cached
+        verifier.verify([issuer.security_header(PRINCIPAL, AUDIENCE)])
+    assert len(verified) == 2 and len(verifier._verified) == 1
+    block = issuer.security_header(PRINCIPAL, AUDIENCE)
+    assertion = block.find(ns.q(ns.SAML2, "Assertion"))
+    assert assertion is not None
+    value = assertion.find(f".//{{{ns.SAML2}}}Attribute[@Name='{SUBJECT_ID}']/*")
+    assert value is not None
+    value.text = "Mallory"
+    with pytest.raises(FailedCheck):
+        verifier.verify([block])
+    assert len(verified) == 3
+    # the genuine assertion is still served from the cache
+    caller = verifier.verify([issuer.security_header(PRINCIPAL, AUDIENCE)])
+    assert caller.subject_id == PRINCIPAL.subject_id
+    assert len(verified) == 3
+
+
+def test_cached_assertion_with_other_namespaces_in_scope_is_verified_again(
+    key: SigningKey, ca: trustme.CA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verified = _counting(monkeypatch)
+    issuer = make_issuer(key)
+    verifier = make_verifier(ca)
+    for _ in range(2):
+        verifier.verify([issuer.security_header(PRINCIPAL, AUDIENCE)])
+    block = issuer.security_header(PRINCIPAL, AUDIENCE)
+    wrapped = etree.Element("{urn:example:outer}Header", nsmap={"o": "urn:example:outer"})
+    wrapped.append(block)
+    assert verifier.verify([block]).subject_id == PRINCIPAL.subject_id
+    assert len(verified) == 3  # the serialised bytes differ: checked in full

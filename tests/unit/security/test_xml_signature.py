@@ -3,7 +3,10 @@
 :mod:`imagebridge.security.xml_signature` verifies on the parsed request itself
 instead of on signxml's serialised copies; every case here (valid, tampered,
 other canonicalisations, comments, namespaces in scope, proofs over the Body)
-must get the same verdict from both, and the decoded-certificate cache must
+must get the same verdict from both, whether References resolve through the
+:class:`~imagebridge.security.xml_signature.ElementIds` of
+:func:`~imagebridge.security.xml_signature.check_envelope_ids` (as the verifier
+does) or by an XPath search of the tree, and the decoded-certificate cache must
 return the certificate of the bytes given.
 """
 
@@ -32,8 +35,10 @@ from imagebridge.errors import (
 from imagebridge.security import xml_signature
 from imagebridge.security.saml_issuer import AssertionIssuer, IssuerSettings, SigningKey
 from imagebridge.security.xml_signature import (
+    ElementIds,
     TrustStore,
     certificates_of,
+    check_envelope_ids,
     verify_enveloped,
     verify_proof,
 )
@@ -186,34 +191,60 @@ def _signxml(scope: Element, cert: x509.Certificate, location: str, id_attribute
     return [r.signed_data for r in (result if isinstance(result, list) else [result])]
 
 
+def _ids(envelope: Element) -> ElementIds | None:
+    """What the verifier resolves References with (None if the envelope has wrapping)."""
+    _, _, assertion = _parts(envelope)
+    try:
+        ids = check_envelope_ids(envelope, assertion, 10_000)
+    except SignatureWrapping:
+        return None
+    assert ids is not None
+    return ids
+
+
 def _agree_enveloped(envelope: Element, trust: TrustStore) -> WsSecurityError | None:
+    """signxml's verdict is ours, References resolved by XPath and by the ID index alike."""
     _, _, assertion = _parts(envelope)
     signature = assertion.find(ns.q(ns.DS, "Signature"))
     assert signature is not None
     (cert,) = certificates_of(signature.find(ns.q(ns.DS, "KeyInfo")))
     expected = _signxml(assertion, cert, "./", "ID", 1)
     before = etree.tostring(envelope)
-    try:
-        assert verify_enveloped(assertion, trust, NOW, accept_sha1=False) == cert
-        error = None
-    except WsSecurityError as exc:
-        error = exc
-    assert etree.tostring(envelope) == before  # the request is not changed
+    verdicts: list[WsSecurityError | None] = []
+    for ids in (None, _ids(envelope)):
+        try:
+            assert verify_enveloped(assertion, trust, NOW, accept_sha1=False, ids=ids) == cert
+            verdicts.append(None)
+        except WsSecurityError as exc:
+            verdicts.append(exc)
+        assert etree.tostring(envelope) == before  # the request is not changed
+    error = verdicts[0]
     assert (error is None) == isinstance(expected, list), (error, expected)
+    assert type(verdicts[1]) is type(error), verdicts
     return error
 
 
 def _agree_proof(envelope: Element, cert: x509.Certificate) -> list[Element] | WsSecurityError:
+    """signxml's verdict is ours, References resolved by XPath and by the ID index alike."""
     root, security, _ = _parts(envelope)
     location = f"./{{{SOAP}}}Header/{{{ns.WSSE}}}Security/"
     expected = _signxml(root, cert, location, None, True)
-    try:
-        covered = verify_proof(root, security, cert, NOW, accept_sha1=False)
-    except WsSecurityError as exc:
+    verdicts: list[list[Element] | WsSecurityError] = []
+    for ids in (None, _ids(envelope)):
+        try:
+            verdicts.append(verify_proof(root, security, cert, NOW, accept_sha1=False, ids=ids))
+        except WsSecurityError as exc:
+            verdicts.append(exc)
+    covered, indexed = verdicts
+    if isinstance(covered, WsSecurityError):
         assert isinstance(expected, Exception), expected
-        return exc
+        assert type(indexed) is type(covered), verdicts
+        return covered
     assert isinstance(expected, list), expected
     assert len(covered) == len(expected)
+    assert isinstance(indexed, list)
+    assert len(indexed) == len(covered)
+    assert all(a is b for a, b in zip(indexed, covered, strict=True))  # the same elements
     return covered
 
 
