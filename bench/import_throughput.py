@@ -1,7 +1,7 @@
 """Import figures: a study pulled from a partner's Orthanc into the local Orthanc, vs Orthanc.
 
 Usage: ``python bench/import_throughput.py [--instances 400] [--batch-size 50]
-[--repeat 1] [--data-dir DIR] [--profile] [--keep-logs]``
+[--repeat 1] [--data-dir DIR] [--profile] [--keep-logs] [--results FILE]``
 
 Issue 6: "end-to-end time to bring a 1 GB study from one community's Orthanc
 into the local Orthanc, against a direct Orthanc-to-Orthanc transfer of the
@@ -37,18 +37,27 @@ push (``POST /modalities/local/store``) and HTTP peer transfer (``POST
 Orthanc is emptied (``DELETE /studies/{id}``) before every run, and runs are
 interleaved (C-STORE, peers, imagebridge; ``--repeat`` rounds; medians).
 
-Also printed: peak RSS of the initiator and of B's gateway (psutil, sampled
-every 50 ms), CPU seconds of every process during the run (on 2 CPUs the
-sum shows who is busy), and a breakdown of the imagebridge run: process
+Also printed: the load average before every round, peak RSS of the
+initiator and of B's gateway (psutil, sampled every 50 ms), CPU seconds of
+every process during the run (on 2 CPUs the sum shows who is busy) and how
+busy the whole machine was (CPU seconds of every process, ours and
+others': on a shared machine the others' share says how far a run's wall
+time is to be trusted), and a breakdown of the imagebridge run: process
 start, patient discovery and manifest phases (from the fetch output), the
 import job (created to finished, from the job store).
 
 ``--profile`` adds two more imagebridge runs: one with ``-v`` whose log
-timestamps give the time spent waiting for each kind of HTTP exchange
-(RAD-75, QIDO-RS, STOW-RS) and the time in between (the importer's own
-work), and one under py-spy (initiator and gateway) with the hot spots.
+gives the time of each stage of the import pipeline summed over the
+batches (retrieve, prepare: parse, plan and rewrite, store; the stages run
+at once, so the one busy for about the whole job bounds it) and the HTTP
+requests by kind, and one under py-spy (initiator and gateway) with the
+hot spots.
 
-MB is 10^6 bytes.  Nothing is asserted; the figures are printed.
+MB is 10^6 bytes.  Nothing is asserted; the figures are printed.  With
+``--results FILE`` the headline figures are also appended to *FILE*
+(``bench/record.py``, read by ``bench/results.py``): the imagebridge run's
+end-to-end time and its ratio to the faster Orthanc-to-Orthanc baseline
+(target <= 2), both medians of the same run.
 """
 
 from __future__ import annotations
@@ -74,6 +83,7 @@ from typing import Any
 
 import httpx
 import psutil
+from record import write_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # tests.integration.orthanc, as `python bench/...` runs
@@ -91,6 +101,7 @@ MB = 1_000_000
 ROWS = COLUMNS = 512
 SEED = 6600  # the study of N instances uses seed SEED + N: every size has its own UIDs
 TARGET_RATIO = 2.0
+BENCH = "import_throughput"
 SAMPLE_EVERY = 0.05
 RUN_TIMEOUT = 1800.0  # seconds: every transfer is bounded
 START_TIMEOUT = 600.0  # the gateway indexes B's Orthanc before it listens
@@ -322,6 +333,9 @@ class Watch:
             self.add(name, pid)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._machine0 = _busy()
+        self.machine = 0.0
+        """CPU seconds the whole machine was busy (every process, ours and others')."""
 
     def add(self, name: str, pid: int) -> None:
         with contextlib.suppress(psutil.Error):
@@ -352,8 +366,15 @@ class Watch:
 
     def __exit__(self, *exc: object) -> None:
         self._sample()
+        self.machine = _busy() - self._machine0
         self._stop.set()
         self._thread.join()
+
+
+def _busy() -> float:
+    """CPU seconds the machine has been busy since boot (all CPUs; not idle, not I/O wait)."""
+    times = psutil.cpu_times()
+    return sum(times) - times.idle - getattr(times, "iowait", 0.0)
 
 
 @dataclass
@@ -368,6 +389,7 @@ class Run:
     peak: dict[str, int] = field(default_factory=dict)
     cpu: dict[str, float] = field(default_factory=dict)
     phases: dict[str, float] = field(default_factory=dict)
+    machine: float = 0.0
 
 
 @dataclass
@@ -404,7 +426,7 @@ def orthanc_push(world: World, how: str) -> Run:
     ok = response.status_code == 200 and stored == world.study.instances
     note = "" if ok else f"HTTP {response.status_code} {response.text[:300]}"
     label = "C-STORE push" if how == "cstore" else "HTTP peer transfer"
-    return Run(label, seconds, stored, ok, note, watch.peak, watch.cpu)
+    return Run(label, seconds, stored, ok, note, watch.peak, watch.cpu, machine=watch.machine)
 
 
 def imagebridge_import(world: World, *, verbose: bool = False, spy: bool = False) -> Run:
@@ -471,6 +493,7 @@ def imagebridge_import(world: World, *, verbose: bool = False, spy: bool = False
         note += "\n" + "\n".join(output.splitlines()[-25:])
         note += "\n" + err_path.read_text(errors="replace")[-2000:]
     run = Run("imagebridge fetch --into pacs", seconds, stored, ok, note, watch.peak, watch.cpu)
+    run.machine = watch.machine
     run.phases = phases
     if verbose:
         run.phases |= exchange_breakdown(err_path.read_text(errors="replace"))
@@ -491,46 +514,50 @@ def fetch_phases(output: str) -> dict[str, float]:
 
 # --- the -v log: where the initiator's wall time goes --------------------------------------
 
-STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ ([\w.]+): (.*)$")
+STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) \w+ (?:\d+ )?([\w.]+): (.*)$")
+
+
+STAGE = re.compile(
+    r"import job \d+: a batch of (\d+) (retrieved|prepared|stored) in ([\d.]+) s"
+    r"(?:, waited ([\d.]+) s)?(?: \(([^)]*)\))?"
+)
 
 
 def exchange_breakdown(log: str) -> dict[str, float]:
-    """Seconds waiting for each kind of HTTP exchange, from httpcore's DEBUG log.
+    """Where the import job's time went, from the initiator's ``-v`` log.
 
-    A request starts at ``send_request_headers.started`` and ends at
-    ``response_closed.complete``; the import's exchanges are sequential
-    (one job), so the rest of the import job's wall time is the importer's own work.
+    The importer runs three stages at once (retrieve batch k+2, prepare k+1,
+    store k) and logs each batch's time in each; their sums show which stage
+    bounds the job (the one busy for about the job's whole time, the store
+    stage idle only while it waits for a prepared batch).  The HTTP requests
+    are counted by kind (they overlap, so their times are not summed).
     """
-    totals: dict[str, float] = {}
+    out: dict[str, float] = {}
     counts: dict[str, int] = {}
-    pending: list[datetime] = []
-    first = last = None
-    kinds: list[str] = []
+    stamps: list[datetime] = []
     for line in log.splitlines():
         match = STAMP.match(line)
         if not match:
             continue
-        stamp = datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f")
         logger, message = match.group(2), match.group(3)
-        if logger == "httpcore.http11" and message.startswith("send_request_headers.started"):
-            pending.append(stamp)
-            first = first or stamp
-        elif logger == "httpcore.http11" and message.startswith("response_closed.complete"):
-            if pending:
-                start = pending.pop(0)
-                kind = kinds.pop(0) if kinds else "other"
-                totals[kind] = totals.get(kind, 0.0) + (stamp - start).total_seconds()
-                counts[kind] = counts.get(kind, 0) + 1
-                last = stamp
-        elif logger == "httpx" and message.startswith("HTTP Request:"):
-            kinds.append(_kind(message))
-    # httpx logs "HTTP Request" after the response headers, before the body is closed:
-    # pairing in order is right because the exchanges do not overlap.
-    out = {f"HTTP wait: {k} ({counts[k]} requests)": v for k, v in sorted(totals.items())}
-    if first is not None and last is not None:
-        span = (last - first).total_seconds()
-        out["HTTP wall span (first request..last response)"] = span
-        out["not waiting on HTTP within that span (importer work)"] = span - sum(totals.values())
+        if logger == "httpx" and message.startswith("HTTP Request:"):
+            kind = _kind(message)
+            counts[kind] = counts.get(kind, 0) + 1
+            stamps.append(datetime.strptime(match.group(1), "%Y-%m-%d %H:%M:%S,%f"))
+        stage = STAGE.search(message)
+        if stage is None:
+            continue
+        name = f"stage {stage.group(2)} (busy, summed over batches)"
+        out[name] = out.get(name, 0.0) + float(stage.group(3))
+        if stage.group(4) is not None:
+            key = "stage stored: idle, waiting for a prepared batch"
+            out[key] = out.get(key, 0.0) + float(stage.group(4))
+        for what, seconds in re.findall(r"(\w+) ([\d.]+) s", stage.group(5) or ""):
+            key = f"  of which {what}"
+            out[key] = out.get(key, 0.0) + float(seconds)
+    out |= {f"HTTP requests: {k}": float(v) for k, v in sorted(counts.items())}
+    if len(stamps) > 1:
+        out["HTTP span (first..last answer)"] = (stamps[-1] - stamps[0]).total_seconds()
     return out
 
 
@@ -577,10 +604,12 @@ STEPS = (
     ("initiator start-up (imports)", "<module> (imagebridge/cli/__init__.py"),
     ("RAD-75 exchange (MTOM read, spool)", "PartnerClient.retrieve_images ("),
     ("  of which read_mtom", "read_mtom ("),
-    ("header parse", "_header (imagebridge/actors/initiating/importer.py"),
+    ("header parse (pydicom, up to the pixel data)", "parse_all (imagebridge/actors/"),
     ("target_objects (QIDO study + per SOP)", "target_objects ("),
     ("plan_study", "plan_study ("),
-    ("rewrite: dcmread + apply + save_as", "_rewrite ("),
+    ("rewrite (splice, or full read and write)", "rewrite_all (imagebridge/actors/"),
+    ("  of which splice_plan", "splice_plan ("),
+    ("  of which full_rewrite", "full_rewrite ("),
     ("STOW-RS store (incl. present())", "StowTarget.store ("),
     ("  of which QIDO-RS paging + JSON", "StowTarget._qido ("),
     ("job store writes", "ImportRunner._mark ("),
@@ -666,13 +695,23 @@ def print_usage(run: Run) -> None:
     cpu = ", ".join(f"{k} {v:.1f}" for k, v in run.cpu.items())
     rss = ", ".join(f"{k} {v / 2**20:.0f} MiB" for k, v in run.peak.items() if "Orthanc" not in k)
     print(f"      CPU seconds: {cpu}")
+    if run.machine:
+        cores = os.cpu_count() or 1
+        others = run.machine - sum(run.cpu.values())
+        print(
+            f"      machine busy {run.machine:.1f} CPU-s of {cores * run.seconds:.1f} "
+            f"({100 * run.machine / (cores * run.seconds):.0f} %), of which other processes "
+            f"{max(others, 0.0):.1f} CPU-s"
+        )
     if "initiator" in run.peak:
         print(f"      peak RSS: {rss}")
 
 
-def report(study: Study, results: dict[str, list[Run]], repeat: int) -> None:
-    print(f"\n== results: {study.label}; median of {repeat} ==")
-    medians = {k: median_run(v) for k, v in results.items() if v}
+def report(
+    study: Study, results: dict[str, list[Run]], repeat: int
+) -> tuple[Run, Run, list[Run]] | None:
+    print(f"\n== results: {study.label}; median of {repeat} (of the runs that passed) ==")
+    medians = {k: median_run([r for r in v if r.ok] or v) for k, v in results.items() if v}
     for key, run in medians.items():
         print_run(run, study)
         if len(results[key]) > 1:
@@ -690,14 +729,54 @@ def report(study: Study, results: dict[str, list[Run]], repeat: int) -> None:
             known += ib.phases["import job (created..finished)"]
             print(f"      {'rest (start-up, job creation, exit)':<40} {ib.seconds - known:7.1f} s")
     baselines = [medians[k] for k in ("cstore", "peers") if k in medians and medians[k].ok]
-    if ib is None or not baselines:
-        return
+    if ib is None or not ib.ok or not baselines:
+        print("  no ratio: no imagebridge run or no baseline passed its checks")
+        return None
     base = min(baselines, key=lambda r: r.seconds)
     ratio = ib.seconds / base.seconds
     verdict = "meets" if ratio <= TARGET_RATIO else "MISSES"
     print(
         f"  ratio imagebridge / {base.what} (the faster baseline): {ratio:.2f} "
         f"(target <= {TARGET_RATIO:g}: {verdict})"
+    )
+    return ib, base, baselines
+
+
+def record(
+    results: Path | None,
+    study: Study,
+    medians: tuple[Run, Run, list[Run]] | None,
+    repeat: int,
+    load: tuple[float, float],
+) -> None:
+    """The headline figures: imagebridge's end-to-end time and its ratio to the baseline."""
+    if medians is None:
+        return
+    ib, base, baselines = medians
+    busy = 100 * ib.machine / ((os.cpu_count() or 1) * ib.seconds)
+    runs = (
+        f"median of {repeat} interleaved round(s); load average {load[0]:.1f} -> {load[1]:.1f}; "
+        f"machine {busy:.0f} % busy during the import, "
+        f"{max(ib.machine - sum(ib.cpu.values()), 0.0):.0f} CPU-s of it other processes'"
+    )
+    write_figure(
+        results,
+        BENCH,
+        f"end-to-end import of a {study.total_bytes / MB:,.0f} MB study (imagebridge fetch)",
+        round(ib.seconds, 2),
+        "s",
+        detail=f"{study.label}; start to exit of `imagebridge fetch --into pacs` (STOW-RS); {runs}",
+    )
+    others = ", ".join(f"{r.what} {r.seconds:.1f} s" for r in baselines)
+    write_figure(
+        results,
+        BENCH,
+        "end-to-end import / direct Orthanc-to-Orthanc transfer of the same study",
+        round(ib.seconds / base.seconds, 2),
+        "ratio",
+        target=f"<= {TARGET_RATIO:g}",
+        detail=f"{ib.seconds:.1f} s vs {base.what} {base.seconds:.1f} s, the faster baseline "
+        f"({others}), same run; {study.label}; {runs}",
     )
 
 
@@ -714,6 +793,7 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="-v and py-spy runs afterwards")
     parser.add_argument("--profile-top", type=int, default=25)
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary folder")
+    parser.add_argument("--results", type=Path, help="append headline figures (JSON lines)")
     args = parser.parse_args()
     cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     data: Path = args.data_dir or cache / "imagebridge-bench" / "import"
@@ -755,13 +835,17 @@ def main() -> None:
             ("imagebridge", lambda: imagebridge_import(world)),
         ]
         results: dict[str, list[Run]] = {k: [] for k, _ in kinds}
+        load_before = os.getloadavg()[0]
         for round_ in range(args.repeat):
+            print(f"  round {round_ + 1}, load average {os.getloadavg()[0]:.2f}")
             for key, run in kinds:
                 result = run()
                 results[key].append(result)
-                print(f"  round {round_ + 1}: ", end="")
+                print("    ", end="")
                 print_run(result, study)
-        report(study, results, args.repeat)
+        load = (load_before, os.getloadavg()[0])
+        print(f"  load average (1 min) {load[0]:.2f} before the rounds, {load[1]:.2f} after")
+        record(args.results, study, report(study, results, args.repeat), args.repeat, load)
         if args.profile:
             profile(world, args)
     finally:

@@ -36,12 +36,7 @@ def apply_plan(ds: Dataset, plan: ReconcilePlan) -> None:
     decoded and Specific Character Set becomes ``ISO_IR 192``.  A new SOP
     Instance UID is also written to the file meta's Media Storage SOP Instance UID.
     """
-    if plan.verdict is not PlanVerdict.IMPORT:
-        raise ReconcilePlanRefused(f"plan for {plan.sop_instance_uid} is {plan.verdict.value}")
-    if uid(ds, "SOPInstanceUID") != plan.sop_instance_uid:
-        raise ReconcilePlanMismatch(
-            f"data set {uid(ds, 'SOPInstanceUID')} is not the planned {plan.sop_instance_uid}"
-        )
+    check_plan(ds, plan)
     for change in plan.changes:
         if current_value(ds, change.keyword) != change.old:
             raise ReconcilePlanMismatch(f"{change.keyword} changed since the plan was made")
@@ -52,7 +47,7 @@ def apply_plan(ds: Dataset, plan: ReconcilePlan) -> None:
         raise ReconcilePlanMismatch("a plan with changes lacks its Original Attributes item")
 
     modified = Dataset()
-    if plan.needs_unicode and _charset(ds) != [UTF8]:
+    if plan.needs_unicode and charsets(ds) != [UTF8]:
         ds.decode()
         if "SpecificCharacterSet" in ds:
             modified.add(copy.deepcopy(ds["SpecificCharacterSet"]))
@@ -81,6 +76,16 @@ def apply_plan(ds: Dataset, plan: ReconcilePlan) -> None:
         ds.OriginalAttributesSequence = [entry]
 
 
+def check_plan(ds: Dataset, plan: ReconcilePlan) -> None:
+    """Refuse a plan that is not IMPORT, or that was made for another SOP Instance UID."""
+    if plan.verdict is not PlanVerdict.IMPORT:
+        raise ReconcilePlanRefused(f"plan for {plan.sop_instance_uid} is {plan.verdict.value}")
+    if uid(ds, "SOPInstanceUID") != plan.sop_instance_uid:
+        raise ReconcilePlanMismatch(
+            f"data set {uid(ds, 'SOPInstanceUID')} is not the planned {plan.sop_instance_uid}"
+        )
+
+
 def current_value(ds: Dataset, keyword: str) -> AttributeValue:
     """An attribute in the form a plan holds it (as the header reader sees it)."""
     if keyword == "IssuerOfPatientIDQualifiersSequence":
@@ -90,7 +95,8 @@ def current_value(ds: Dataset, keyword: str) -> AttributeValue:
     return text(ds, keyword)
 
 
-def _charset(ds: Dataset) -> list[str]:
+def charsets(ds: Dataset) -> list[str]:
+    """The Specific Character Set values of *ds* ([] when it has none)."""
     value = ds.get("SpecificCharacterSet")
     if value is None:
         return []

@@ -15,6 +15,7 @@ from imagebridge.importing.base import (
     InstanceOutcome,
     PatientCandidate,
     PatientDemographics,
+    SplicedInstance,
     StoreReport,
 )
 from imagebridge.importing.config import (
@@ -40,6 +41,7 @@ __all__ = [
     "InstanceOutcome",
     "PatientCandidate",
     "PatientDemographics",
+    "SplicedInstance",
     "StoreReport",
     "StowTarget",
     "StowTargetConfig",

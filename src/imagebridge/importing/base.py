@@ -24,11 +24,12 @@ is unusable.
 
 from __future__ import annotations
 
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from imagebridge.model.imaging import HierarchicDesignator
 
@@ -64,9 +65,79 @@ class IdentifiedFile:
         return self.path
 
 
+@dataclass(frozen=True, slots=True)
+class SplicedInstance:
+    """A Part-10 instance made of new leading bytes and the rest of another body from an offset.
+
+    A reconciled instance whose rewritten head is held in memory and whose
+    pixel data stays where it was received: it is read as one stream
+    (:meth:`open`, an :class:`InstanceStream`) and never written out as a
+    whole.  Its UIDs, transfer syntax and size are known, as an
+    :class:`IdentifiedFile`'s are: targets do not read its header again.
+    """
+
+    head: bytes
+    rest: InstanceStream
+    offset: int
+    """Where in *rest* the bytes after *head* start."""
+    size: int
+    """The instance's length: *head* and *rest* from *offset* on."""
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+
+    def open(self) -> BinaryIO:
+        """A new binary stream over the whole instance, positioned at its start."""
+        rest = self.rest.open()
+        try:
+            rest.seek(self.offset)
+        except BaseException:
+            rest.close()
+            raise
+        return io.BufferedReader(_Joined(self.head, rest))
+
+    def read_tail(self) -> bytes:
+        """The bytes after *head*, at once (blocking; for a small instance, as they are held
+        in memory: a large one is read through :meth:`open`)."""
+        with self.rest.open() as stream:
+            stream.seek(self.offset)
+            return stream.read()
+
+
+class _Joined(io.RawIOBase):
+    """Bytes in memory, then a stream to its end."""
+
+    def __init__(self, head: bytes, rest: BinaryIO) -> None:
+        super().__init__()
+        self._head = memoryview(head)
+        self._at = 0
+        self._rest = rest
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        if self._at < len(self._head):
+            count = min(len(view), len(self._head) - self._at)
+            view[:count] = self._head[self._at : self._at + count]
+            self._at += count
+            return count
+        data = self._rest.read(len(view))
+        view[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._rest.close()
+        super().close()
+
+
 ImportInstance = str | os.PathLike[str] | InstanceStream
 """One Part-10 instance to import: a file path (perhaps an :class:`IdentifiedFile`), or a body
-that opens as a stream."""
+that opens as a stream (perhaps a :class:`SplicedInstance`)."""
 
 
 class ImportStatus(Enum):

@@ -4,8 +4,9 @@
 
 1. each instance's header is read (``stop_before_pixels``, in a worker
    thread) for its SOP Class, SOP Instance, Study and Series UIDs and
-   transfer syntax (an :class:`~imagebridge.importing.base.IdentifiedFile`
-   brings them); one that is not readable DICOM fails with the reason;
+   transfer syntax (an :class:`~imagebridge.importing.base.IdentifiedFile` or a
+   :class:`~imagebridge.importing.base.SplicedInstance` brings them); one
+   that is not readable DICOM fails with the reason;
 2. an instance whose SOP Instance UID came earlier in the same call is not
    sent twice: it gets the first one's outcome;
 3. per study the target is asked what it already holds
@@ -45,6 +46,7 @@ from imagebridge.importing.base import (
     ImportStatus,
     InstanceOutcome,
     InstanceStream,
+    SplicedInstance,
     StoreReport,
 )
 from imagebridge.model.imaging import InstanceHeader
@@ -91,6 +93,17 @@ PresentLookup = Callable[[str], Awaitable[frozenset[str]]]
 
 def identify(index: int, source: ImportInstance) -> IdentifiedInstance:
     """Read the header of one instance (blocking).  Raises DicomError or OSError."""
+    if isinstance(source, SplicedInstance):  # known, size included
+        return IdentifiedInstance(
+            index=index,
+            source=source,
+            sop_class_uid=source.sop_class_uid,
+            sop_instance_uid=source.sop_instance_uid,
+            study_instance_uid=source.study_instance_uid,
+            series_instance_uid=source.series_instance_uid,
+            transfer_syntax_uid=source.transfer_syntax_uid,
+            size=source.size,
+        )
     if isinstance(source, IdentifiedFile):  # known: only its size is read
         return IdentifiedInstance(
             index=index,
@@ -301,7 +314,8 @@ def file_of(source: ImportInstance, spool_dir: str | None = None) -> Iterator[Pa
     if isinstance(source, str | os.PathLike):
         yield Path(source)
         return
-    spooled = getattr(source, "path", None)  # a SpooledBody on disk
+    spooled = None if isinstance(source, SplicedInstance) else getattr(source, "path", None)
+    # ^ a SpooledBody on disk is its own file
     if isinstance(spooled, str) and spooled:
         yield Path(spooled)
         return

@@ -43,6 +43,7 @@ from imagebridge.importing.base import (
     InstanceOutcome,
     PatientCandidate,
     PatientDemographics,
+    SplicedInstance,
     StoreReport,
 )
 from imagebridge.importing.config import StowTargetConfig
@@ -291,10 +292,18 @@ class StowTarget:
 
 def _body(source: ImportInstance, size: int = 0) -> InstanceBody:
     """A small file read at once (one worker-thread hop, not four), a larger path as it is
-    (read 1 MiB at a time by the sender), else the stream's chunks."""
+    (read 1 MiB at a time by the sender), a small spliced instance as its head and the
+    rest read at once, else the stream's chunks."""
     if isinstance(source, str | os.PathLike):
         return _whole(source) if 0 < size <= READ_WHOLE else source
+    if isinstance(source, SplicedInstance) and source.size <= READ_WHOLE:
+        return _spliced(source)
     return stream_chunks(source)
+
+
+async def _spliced(source: SplicedInstance) -> AsyncIterator[bytes]:
+    yield source.head
+    yield await anyio.to_thread.run_sync(source.read_tail)
 
 
 async def _whole(path: str | os.PathLike[str]) -> AsyncIterator[bytes]:

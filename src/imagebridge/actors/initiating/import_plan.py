@@ -16,7 +16,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -258,6 +258,7 @@ async def target_objects(
     *,
     listed: Mapping[str, Iterable[HeldInstance]] | None = None,
     looked_up: Mapping[str, Iterable[HeldInstance]] | None = None,
+    uids: Collection[str] | None = None,
 ) -> TargetObjects:
     """What *target* holds under the study, series and SOP UIDs of *headers*.
 
@@ -265,7 +266,11 @@ async def target_objects(
     already knows (a study in it is not listed again).  SOP Instance UIDs the
     study listings do not answer are looked up by UID (held in another study?),
     a few at a time, unless *looked_up* (by SOP Instance UID, see
-    :func:`held_by_sop_uid`) already has the answer.
+    :func:`held_by_sop_uid`) already has the answer.  *uids*: the UIDs the
+    plan will look up (the study, series and SOP Instance UIDs of *headers*
+    and, under the remap policy, their remapped UIDs): only the objects under
+    those are made (a listing of a large study is not turned into objects
+    batch after batch); None: every object held.
     """
     held: dict[str, HeldInstance] = {}
     for study in sorted({h.study.study_instance_uid for h in headers}):
@@ -284,39 +289,30 @@ async def target_objects(
     for items in asked.values():
         for item in items:
             held[item.sop_instance_uid] = item
-    objects: dict[str, TargetObject] = {}
+    # The first object under a UID stands; only those under UIDs the plan looks up are made.
+    first: dict[str, tuple[Level, HeldInstance]] = {}
     for item in held.values():
-        objects.setdefault(
-            item.study_instance_uid,
-            TargetObject(
-                level=Level.STUDY,
-                uid=item.study_instance_uid,
-                patient_id=item.patient_id,
-                patient_issuer=item.issuer,
-            ),
+        first.setdefault(item.study_instance_uid, (Level.STUDY, item))
+        first.setdefault(item.series_instance_uid, (Level.SERIES, item))
+        first.setdefault(item.sop_instance_uid, (Level.INSTANCE, item))
+    return TargetObjects(
+        tuple(
+            _object(level, item, uid)
+            for uid, (level, item) in first.items()
+            if uids is None or uid in uids
         )
-        objects.setdefault(
-            item.series_instance_uid,
-            TargetObject(
-                level=Level.SERIES,
-                uid=item.series_instance_uid,
-                patient_id=item.patient_id,
-                patient_issuer=item.issuer,
-                study_uid=item.study_instance_uid,
-            ),
-        )
-        objects.setdefault(
-            item.sop_instance_uid,
-            TargetObject(
-                level=Level.INSTANCE,
-                uid=item.sop_instance_uid,
-                patient_id=item.patient_id,
-                patient_issuer=item.issuer,
-                study_uid=item.study_instance_uid,
-                series_uid=item.series_instance_uid,
-            ),
-        )
-    return TargetObjects(tuple(objects.values()))
+    )
+
+
+def _object(level: Level, item: HeldInstance, uid: str) -> TargetObject:
+    return TargetObject(
+        level=level,
+        uid=uid,
+        patient_id=item.patient_id,
+        patient_issuer=item.issuer,
+        study_uid=item.study_instance_uid if level is not Level.STUDY else "",
+        series_uid=item.series_instance_uid if level is Level.INSTANCE else "",
+    )
 
 
 async def held_by_sop_uid(

@@ -3,9 +3,8 @@
 :class:`~imagebridge.actors.initiating.importer.ImportRunner` runs three
 stages, one batch in each (retrieve, plan and rewrite, store and mark);
 these are the values handed from one stage to the next, and the DICOM
-rewrite that puts the reconciled header in front of the original pixel
-data bytes (copied as they are when the file allows it, else a full
-read and write).
+rewrite that splices the reconciled elements into the received bytes
+(pixel data copied as it is; a full read and write where splicing is not safe).
 """
 
 from __future__ import annotations
@@ -16,22 +15,23 @@ import struct
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 import anyio
 from anyio.streams.memory import MemoryObjectSendStream
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from imagebridge.actors.initiating.client import ReceivedDocument, RetrieveResult
 from imagebridge.dicom.headers import instance_header_from_dataset
 from imagebridge.dicom.reconcile_apply import apply_plan
+from imagebridge.dicom.reconcile_splice import Splicer
 from imagebridge.errors import NotDicom
 from imagebridge.importing.base import (
     HeldInstance,
     IdentifiedFile,
+    SplicedInstance,
 )
 from imagebridge.model.imaging import InstanceHeader
 from imagebridge.model.import_job import InstanceState, InstanceUpdate, JobInstance
@@ -94,11 +94,14 @@ class Prepared:
     fetched: Fetched
     updates: list[InstanceUpdate] = field(default_factory=list)
     planned: list[ReconcilePlan] = field(default_factory=list)
-    paths: list[str] = field(default_factory=list)
+    instances: list[SplicedInstance | str] = field(default_factory=list)
+    """The rewritten instances, one per plan: spliced, or a file in *tmp*."""
     parsed: dict[str, Parsed] = field(default_factory=dict)
     tmp: tempfile.TemporaryDirectory[str] | None = None
     hold: str | None = None
     error: Exception | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+    """Seconds per step (parse, plan, rewrite), for the log."""
 
     def close(self) -> None:
         self.fetched.close()
@@ -166,26 +169,18 @@ def keeps_uids(plan: ReconcilePlan) -> bool:
 class Parsed:
     """A received instance read up to its pixel data.
 
-    *tail* is where its Pixel Data element starts when that element, of
-    defined length, ends the file in a little endian uncompressed syntax: the
-    rewritten header is then followed by those bytes as they are.
+    *at* is where pydicom stopped reading: the offset of the pixel data
+    element, or the end of the object when it has none.
     """
 
     header: InstanceHeader
     dataset: Dataset
-    tail: int | None
+    at: int
 
 
-SPLICEABLE: dict[str, bool] = {
-    str(ImplicitVRLittleEndian): True,
-    str(ExplicitVRLittleEndian): False,
-}
-"""Syntaxes whose pixel data can be copied after a rewritten header -> implicit VR."""
-PIXEL_DATA_LE = struct.pack("<HH", 0x7FE0, 0x0010)
 PIXEL_TAGS = frozenset(
     struct.pack(fmt, 0x7FE0, element) for fmt in ("<HH", ">HH") for element in (0x10, 0x08, 0x09)
 )
-UNDEFINED = 0xFFFFFFFF
 
 
 def parse(document: ReceivedDocument) -> Parsed:
@@ -202,59 +197,86 @@ def parse(document: ReceivedDocument) -> Parsed:
         if "TransferSyntaxUID" not in dataset.file_meta:
             raise NotDicom("received instance: no Transfer Syntax UID in its meta group")
         at = stream.tell()
-        head = stream.read(12)
+        head = stream.read(4)
     header = instance_header_from_dataset(
-        dataset, has_pixel_data=head[:4] in PIXEL_TAGS, file_size=size
+        dataset, has_pixel_data=head in PIXEL_TAGS, file_size=size
     )
-    return Parsed(header, dataset, tail(dataset, at, head, size))
-
-
-def tail(dataset: Dataset, at: int, head: bytes, size: int) -> int | None:
-    syntax = str(getattr(dataset, "file_meta", Dataset()).get("TransferSyntaxUID", ""))
-    implicit = SPLICEABLE.get(syntax)
-    if implicit is None or head[:4] != PIXEL_DATA_LE:
-        return None
-    if implicit:
-        length, start = struct.unpack("<I", head[4:8])[0], 8
-    elif len(head) == 12 and head[4:6] in (b"OB", b"OW"):
-        length, start = struct.unpack("<I", head[8:12])[0], 12
-    else:
-        return None
-    if length == UNDEFINED or at + start + length != size:
-        return None  # encapsulated, or elements after the pixel data: rewritten whole
-    return at
+    return Parsed(header, dataset, at)
 
 
 def parse_all(received: dict[str, ReceivedDocument]) -> dict[str, Parsed]:
     return {uid: parse(document) for uid, document in received.items()}
 
 
-def rewrite(document: ReceivedDocument, parsed: Parsed, plan: ReconcilePlan, path: str) -> None:
-    """Apply *plan* to the received instance and write it to *path* (pixel data untouched).
+HEAD_IN_MEMORY = 256 * 1024
+"""A rewritten head up to this size waits in memory for the store (the pixel data stays in
+the received part); a larger one is written out, with the rest, to a file."""
 
-    The pixel data is not decoded: it is copied byte for byte after the
-    rewritten header (or, when that is not safe, the whole file is read and written).
+
+def rewrite(
+    document: ReceivedDocument,
+    parsed: Parsed,
+    plan: ReconcilePlan,
+    path: str,
+    splicer: Splicer | None = None,
+) -> SplicedInstance | str:
+    """Apply *plan* to the received instance (pixel data untouched): the instance to store.
+
+    The result is the :func:`full_rewrite`'s, made by splicing bytes
+    (:class:`~imagebridge.dicom.reconcile_splice.Splicer`): the touched
+    elements are encoded again, the rest and the pixel data are copied as
+    they are.  It is a :class:`~imagebridge.importing.base.SplicedInstance`
+    (the new head in memory, then the received bytes) when the UIDs are
+    kept and the head is small, else *path*, where it is written.  Where
+    splicing cannot promise that result, the full rewrite, written to *path*.
     """
-    if parsed.tail is None:
-        with document.open() as stream:
-            dataset = dcmread(stream)
-        apply_plan(dataset, plan)
-        dataset.save_as(path, enforce_file_format=True)
-        return
-    apply_plan(parsed.dataset, plan)
-    with open(path, "wb") as out:
-        parsed.dataset.save_as(out, enforce_file_format=True)
-        with document.open() as stream:
-            stream.seek(parsed.tail)
+    splicer = splicer or Splicer()
+    with document.open() as stream:
+        head = splicer.splice(stream, parsed.dataset, plan, stop=parsed.at)
+        if head is None:
+            full_rewrite(stream, plan, path)
+            return path
+        size = stream.seek(0, os.SEEK_END)
+        if len(head) <= HEAD_IN_MEMORY and keeps_uids(plan):
+            header = parsed.header
+            return SplicedInstance(
+                head=head,
+                rest=document,
+                offset=parsed.at,
+                size=len(head) + size - parsed.at,
+                sop_class_uid=header.sop_class_uid,
+                sop_instance_uid=header.sop_instance_uid,
+                study_instance_uid=header.study.study_instance_uid,
+                series_instance_uid=header.series.series_instance_uid,
+                transfer_syntax_uid=header.transfer_syntax_uid,
+            )
+        with open(path, "wb") as out:
+            out.write(head)
+            stream.seek(parsed.at)
             shutil.copyfileobj(stream, out, COPY_CHUNK)
+        return path
+
+
+def full_rewrite(stream: BinaryIO, plan: ReconcilePlan, path: str) -> None:
+    """The whole object read, *plan* applied, the whole object written (pydicom)."""
+    stream.seek(0)
+    dataset = dcmread(stream)
+    apply_plan(dataset, plan)
+    dataset.save_as(path, enforce_file_format=True)
 
 
 COPY_CHUNK = 1024 * 1024
 
 
-def rewrite_all(work: Sequence[tuple[ReceivedDocument, Parsed, ReconcilePlan, str]]) -> None:
-    for document, parsed, plan, path in work:
-        rewrite(document, parsed, plan, path)
+def rewrite_all(
+    work: Sequence[tuple[ReceivedDocument, Parsed, ReconcilePlan, str]],
+) -> list[SplicedInstance | str]:
+    splicer = Splicer()  # a batch's instances share what their plans change
+    return [rewrite(document, parsed, plan, path, splicer) for document, parsed, plan, path in work]
+
+
+def size_of(instance: SplicedInstance | str) -> int:
+    return instance.size if isinstance(instance, SplicedInstance) else os.path.getsize(instance)
 
 
 def error_for(errors: Sequence[Any], uid: str) -> tuple[str, str]:

@@ -16,14 +16,17 @@ workers never run one job), then batch by batch:
    for review and nothing of the study is stored;
 4. planned instances are rewritten and stored in the target; every
    instance's new state is written to the store before the next batch.
+   A rewrite splices the reconciled elements into the received bytes
+   (:mod:`imagebridge.dicom.reconcile_splice`; the result is the full
+   pydicom read, apply and write's, which is done where splicing is not
+   safe): the new head waits in memory and the pixel data is sent from
+   the received part as it is, never decoded nor written out again.
 
 The study is listed at the target once per run (the listing then learns what
 each batch stored); SOP Instance UIDs it does not answer are looked up by UID
 while their batch is retrieved.  Batches flow through three stages, one batch
 in each: retrieve (k+2), plan and rewrite (k+1), store and mark (k); only the
 last stage writes instance states, in batch order, after the target confirmed.
-A rewrite copies the pixel data after the rewritten header, byte for byte,
-where that is safe.
 
 A crash loses at most the batches in flight: ``resume`` retrieves only what is
 still pending.  When nothing is outstanding, the target is asked which SOP
@@ -34,7 +37,6 @@ exactly the KOS's set; the job records the result and finishes.
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -65,8 +67,10 @@ from imagebridge.actors.initiating.import_stages import (
     keeps_uids,
     parse_all,
     rewrite_all,
+    size_of,
 )
 from imagebridge.dicom.reconcile import plan_study, remap_uid
+from imagebridge.dicom.reconcile_checks import hierarchy
 from imagebridge.errors import ImageBridgeError, JobCancelled, JobLeaseLost
 from imagebridge.importing.base import (
     ImportInstance,
@@ -234,11 +238,11 @@ class ImportRunner:
                             await self._heartbeat(job)
                             go_on = await self._finish(job, prepared, listing, local)
                         log.debug(
-                            "import job %d: a batch of %d waited for %.2f s, stored in %.2f s",
+                            "import job %d: a batch of %d stored in %.2f s, waited %.2f s",
                             job.id,
                             len(prepared.fetched.batch),
-                            started - waited,
                             time.monotonic() - started,
+                            started - waited,
                         )
                         if not go_on:
                             break
@@ -268,6 +272,7 @@ class ImportRunner:
         """Plan and rewrite each retrieved batch; a failure goes down the line, in order."""
         async with receive, send:
             async for fetched in receive:
+                started = time.monotonic()
                 try:
                     prepared = await self._prepare(job, fetched, local, settings, listing)
                 except Exception as exc:  # raised by the last stage, after the batches before
@@ -275,6 +280,13 @@ class ImportRunner:
                 except BaseException:
                     fetched.close()
                     raise
+                log.debug(
+                    "import job %d: a batch of %d prepared in %.2f s (%s)",
+                    job.id,
+                    len(fetched.batch),
+                    time.monotonic() - started,
+                    ", ".join(f"{k} {v:.2f} s" for k, v in prepared.timings.items()),
+                )
                 if not await hand_over(send, prepared):
                     return
                 if prepared.error is not None or prepared.hold is not None:
@@ -290,7 +302,14 @@ class ImportRunner:
         """Retrieve the batches one after the other, handing each over when it is wanted."""
         async with send:
             for batch in batches:
+                started = time.monotonic()
                 fetched = await self._retrieve(job, batch, listing)
+                log.debug(
+                    "import job %d: a batch of %d retrieved in %.2f s",
+                    job.id,
+                    len(batch),
+                    time.monotonic() - started,
+                )
                 if not await hand_over(send, fetched):
                     return
 
@@ -367,13 +386,18 @@ class ImportRunner:
         ours = {uid: d for uid, d in received.items() if uid in wanted}
         if not ours:
             return prepared
+        started = time.monotonic()
         parsed = await anyio.to_thread.run_sync(parse_all, ours)
+        prepared.timings["parse"] = time.monotonic() - started
         headers = {uid: p.header for uid, p in parsed.items()}
+        uids = {u for h in headers.values() for u in hierarchy(h)}  # what the plan looks up
+        namespace = settings.namespace
         target = await target_objects(
             self._target,
             list(headers.values()),
             listed=listing.listed(),
             looked_up=fetched.looked_up,
+            uids=uids | {remap_uid(u, namespace) for u in uids},
         )
         plan = plan_study(
             list(headers.values()),
@@ -384,6 +408,8 @@ class ImportRunner:
             source=job.request.source_community_name[:64],
             accept=accepted_from(job),
         )
+        prepared.timings["plan"] = time.monotonic() - started - prepared.timings["parse"]
+        # ^ with the target's answers for the batch's UIDs
         if plan.verdict is PlanVerdict.HOLD:
             reasons = sorted({i.text for p in plan.plans for i in p.conflicts})
             prepared.updates += [
@@ -409,14 +435,14 @@ class ImportRunner:
             prefix="imagebridge-import-", dir=self._settings.spool_dir
         )
         prepared.parsed = parsed
-        prepared.paths = [
-            os.path.join(prepared.tmp.name, f"{n}.dcm") for n in range(len(prepared.planned))
-        ]
+        folder = prepared.tmp.name  # for the instances that are written out whole
         work = [
-            (ours[p.sop_instance_uid], parsed[p.sop_instance_uid], p, path)
-            for p, path in zip(prepared.planned, prepared.paths, strict=True)
+            (ours[p.sop_instance_uid], parsed[p.sop_instance_uid], p, f"{folder}/{n}.dcm")
+            for n, p in enumerate(prepared.planned)
         ]
-        await anyio.to_thread.run_sync(rewrite_all, work)
+        started = time.monotonic()
+        prepared.instances = await anyio.to_thread.run_sync(rewrite_all, work)
+        prepared.timings["rewrite"] = time.monotonic() - started
         return prepared
 
     async def _finish(
@@ -430,14 +456,16 @@ class ImportRunner:
             await self._mark(job, updates)
             await self._hold(job, prepared.hold)
             return False
-        if prepared.paths:
+        if prepared.instances:
             # The study's listing answers what the target holds, unless UIDs were remapped.
             kept = all(keeps_uids(p) for p in prepared.planned)
-            files: list[ImportInstance] = list(prepared.paths)
+            files: list[ImportInstance] = list(prepared.instances)
             if kept:  # the identities are those just parsed: not read again by the target
                 files = [
-                    identified(path, prepared.parsed[p.sop_instance_uid].header)
-                    for p, path in zip(prepared.planned, prepared.paths, strict=True)
+                    identified(item, prepared.parsed[p.sop_instance_uid].header)
+                    if isinstance(item, str)
+                    else item
+                    for p, item in zip(prepared.planned, prepared.instances, strict=True)
                 ]
             report = await self._target.store(
                 files, known_present=listing.sop_uids() if kept else None
@@ -472,7 +500,7 @@ class ImportRunner:
                 InstanceUpdate(
                     sop_instance_uid=plan.sop_instance_uid,
                     state=state,
-                    bytes=os.path.getsize(prepared.paths[outcome.index]),
+                    bytes=size_of(prepared.instances[outcome.index]),
                     attempted=True,
                 )
             )

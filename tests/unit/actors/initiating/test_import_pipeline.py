@@ -1,10 +1,13 @@
 """Import pipeline pieces: the study listing kept for a run, batched UID lookups, and the
-rewrite that copies pixel data after a rewritten header (byte for byte what a full
-pydicom read and write gives)."""
+rewrite that splices the reconciled elements into the received bytes (byte for byte what
+the full pydicom read and write gives; the splice itself is tested against that oracle
+in tests/unit/dicom/test_reconcile_splice.py)."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import io
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,13 +16,24 @@ from typing import BinaryIO, cast
 import pytest
 from pydicom import dcmread
 
+from imagebridge.actors.initiating import import_stages
 from imagebridge.actors.initiating.client import ReceivedDocument
 from imagebridge.actors.initiating.import_plan import held_by_sop_uid, target_objects
-from imagebridge.actors.initiating.import_stages import Listing, keeps_uids, parse, rewrite
+from imagebridge.actors.initiating.import_stages import (
+    Listing,
+    full_rewrite,
+    keeps_uids,
+    parse,
+    rewrite,
+    rewrite_all,
+    size_of,
+)
 from imagebridge.dicom.headers import read_instance_header
 from imagebridge.dicom.reconcile import plan_study
+from imagebridge.dicom.reconcile_checks import hierarchy
+from imagebridge.dicom.reconcile_splice import splice_plan
 from imagebridge.dicom.synthetic import DEMO_PATIENTS, make_study
-from imagebridge.importing.base import HeldInstance
+from imagebridge.importing.base import HeldInstance, SplicedInstance
 from imagebridge.model.imaging import HierarchicDesignator, InstanceHeader
 from imagebridge.model.reconcile import (
     Level,
@@ -155,29 +169,132 @@ def _plan(path: Path) -> ReconcilePlan:
     return plan_study([header], LOCAL, SETTINGS, TargetObjects(), now=NOW).plans[0]
 
 
-def test_the_pixel_data_is_copied_after_the_rewritten_header(tmp_path: Path) -> None:
+def _full(path: Path, plan: ReconcilePlan, out: Path) -> bytes:
+    with open(path, "rb") as stream:
+        full_rewrite(stream, plan, str(out))
+    return out.read_bytes()
+
+
+def _bytes(instance: SplicedInstance | str) -> bytes:
+    if isinstance(instance, str):
+        return Path(instance).read_bytes()
+    with instance.open() as stream:
+        return stream.read()
+
+
+def test_the_rewrite_splices_the_full_rewrites_bytes(tmp_path: Path) -> None:
     path = make_study(DEMO_PATIENTS[0], tmp_path / "in", instances=1, series=1).files[0]
     plan = _plan(path)
     assert plan.changes and keeps_uids(plan)
     parsed = parse(_doc(path))
-    assert parsed.tail is not None  # explicit VR little endian, pixel data last
-    rewrite(_doc(path), parsed, plan, str(tmp_path / "spliced.dcm"))
-    full = dataclasses.replace(parse(_doc(path)), tail=None)
-    rewrite(_doc(path), full, plan, str(tmp_path / "full.dcm"))
-    spliced = (tmp_path / "spliced.dcm").read_bytes()
-    assert spliced == (tmp_path / "full.dcm").read_bytes()
-    ds = dcmread(tmp_path / "spliced.dcm")
+    assert parsed.at < path.stat().st_size  # stopped at the pixel data
+    spliced = rewrite(_doc(path), parsed, plan, str(tmp_path / "spliced.dcm"))
+    assert isinstance(spliced, SplicedInstance)  # nothing written out
+    assert not (tmp_path / "spliced.dcm").exists()
+    data = _bytes(spliced)
+    assert data == _full(path, plan, tmp_path / "full.dcm")
+    assert spliced.size == len(data) == size_of(spliced)
+    assert spliced.head + spliced.read_tail() == data
+    header = read_instance_header(path)
+    assert (spliced.sop_instance_uid, spliced.transfer_syntax_uid) == (
+        header.sop_instance_uid,
+        header.transfer_syntax_uid,
+    )
+    ds = dcmread(io.BytesIO(data))
     assert ds.PatientID == LOCAL.mrn
     assert ds.PixelData == dcmread(path).PixelData
 
 
-def test_elements_after_the_pixel_data_mean_a_full_rewrite(tmp_path: Path) -> None:
+def test_a_spliced_instance_reads_in_any_chunks(tmp_path: Path) -> None:
+    path = make_study(DEMO_PATIENTS[0], tmp_path / "in", instances=1, series=1).files[0]
+    parsed = parse(_doc(path))
+    spliced = rewrite(_doc(path), parsed, _plan(path), str(tmp_path / "out.dcm"))
+    assert isinstance(spliced, SplicedInstance)
+    whole = _bytes(spliced)
+    for size in (1, 7, len(spliced.head) - 1, len(spliced.head), 4096, 10**6):
+        with spliced.open() as stream:
+            chunks = iter(lambda: stream.read(size), b"")  # noqa: B023
+            assert b"".join(chunks) == whole
+
+
+def test_elements_after_the_pixel_data_are_copied_too(tmp_path: Path) -> None:
     path = make_study(DEMO_PATIENTS[0], tmp_path / "in", instances=1, series=1).files[0]
     ds = dcmread(path)
     ds.add_new(0xFFFCFFFC, "OB", b"\0\0")  # Data Set Trailing Padding
     ds.save_as(path)
+    plan = _plan(path)
+    out = _bytes(rewrite(_doc(path), parse(_doc(path)), plan, str(tmp_path / "out.dcm")))
+    assert out == _full(path, plan, tmp_path / "full.dcm")
+    back = dcmread(io.BytesIO(out))
+    assert back.PatientID == LOCAL.mrn and 0xFFFCFFFC in back
+
+
+def test_an_object_the_splice_declines_is_rewritten_whole(tmp_path: Path) -> None:
+    path = make_study(DEMO_PATIENTS[0], tmp_path / "in", instances=1, series=1).files[0]
+    ds = dcmread(path)
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    ds.InstitutionName = "Hôpital Général"
+    ds.save_as(path, enforce_file_format=True)
+    header = read_instance_header(path)
+    local = dataclasses.replace(LOCAL, name="Démo^Alice")  # every text value decoded
+    plan = plan_study([header], local, SETTINGS, TargetObjects(), now=NOW).plans[0]
+    assert plan.needs_unicode
     parsed = parse(_doc(path))
-    assert parsed.tail is None
-    rewrite(_doc(path), parsed, _plan(path), str(tmp_path / "out.dcm"))
-    out = dcmread(tmp_path / "out.dcm")
-    assert out.PatientID == LOCAL.mrn and 0xFFFCFFFC in out
+    with open(path, "rb") as stream:
+        assert splice_plan(stream, copy.deepcopy(parsed.dataset), plan, stop=parsed.at) is None
+    written = rewrite(_doc(path), parsed, plan, str(tmp_path / "out.dcm"))
+    assert written == str(tmp_path / "out.dcm")
+    assert Path(written).read_bytes() == _full(path, plan, tmp_path / "full.dcm")
+    out = dcmread(written)
+    assert out.PatientID == LOCAL.mrn and out.SpecificCharacterSet == "ISO_IR 192"
+
+
+def test_a_big_head_is_written_out_with_its_pixel_data(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = make_study(DEMO_PATIENTS[0], tmp_path / "in", instances=1, series=1).files[0]
+    monkeypatch.setattr(import_stages, "HEAD_IN_MEMORY", 100)
+    plan = _plan(path)
+    written = rewrite(_doc(path), parse(_doc(path)), plan, str(tmp_path / "out.dcm"))
+    assert written == str(tmp_path / "out.dcm")
+    assert Path(written).read_bytes() == _full(path, plan, tmp_path / "full.dcm")
+
+
+def test_a_batch_shares_one_splicer_and_gives_the_full_rewrites(tmp_path: Path) -> None:
+    files = make_study(DEMO_PATIENTS[0], tmp_path / "in", instances=6, series=2).files
+    headers = [read_instance_header(f) for f in files]
+    plans = plan_study(headers, LOCAL, SETTINGS, TargetObjects(), now=NOW).plans
+    parsed = [parse(_doc(f)) for f in files]
+    work = [
+        (_doc(f), p, plan, str(tmp_path / f"{n}.dcm"))
+        for n, (f, p, plan) in enumerate(zip(files, parsed, plans, strict=True))
+    ]
+    done = rewrite_all(work)
+    assert all(isinstance(d, SplicedInstance) for d in done)
+    for n, (f, plan, d) in enumerate(zip(files, plans, done, strict=True)):
+        assert _bytes(d) == _full(f, plan, tmp_path / f"full-{n}.dcm")
+
+
+async def test_objects_are_made_only_for_the_uids_plans_look_up(tmp_path: Path) -> None:
+    """A large study listing is not turned into objects for every batch; every UID the plan
+    looks up is answered as if it had been (the first object under a UID stands)."""
+    headers = _headers(tmp_path, 4)
+    study = headers[0].study.study_instance_uid
+    series = headers[0].series.series_instance_uid
+    listing = [HeldInstance(study, series, f"2.25.{n}", LOCAL.mrn) for n in range(1, 300)]
+    # a UID the target holds at two levels: an instance UID that is a batch's series UID
+    listing.insert(0, HeldInstance(study, "2.25.999", headers[1].series.series_instance_uid, "X"))
+    target = Target([])
+    everything = await target_objects(target, headers[:2], listed={study: listing})
+    wanted = {u for h in headers[:2] for u in hierarchy(h)}
+    few = await target_objects(target, headers[:2], listed={study: listing}, uids=wanted)
+    assert len(few.objects) < 10 < len(everything.objects)
+    for uid in wanted | {"2.25.5", "2.25.999"}:
+        assert few.find(uid) == (everything.find(uid) if uid in wanted else None)
+    clash = few.find(headers[1].series.series_instance_uid)
+    assert clash is not None and clash.level is Level.INSTANCE
+    plans = [
+        plan_study(headers[:2], LOCAL, SETTINGS, objects, now=NOW).plans
+        for objects in (everything, few)
+    ]
+    assert plans[0] == plans[1]
