@@ -8,8 +8,9 @@ answers from it.  Only :meth:`~FolderSource.read_instance` touches the files.
 Indexing rules (new, changed, vanished and duplicate files, ``min_age``, the
 safety against an unmounted share): :mod:`imagebridge.sources.folder_index`.
 
-Watching: :meth:`FolderSource.watch` polls, re-syncing every *interval*
-seconds.  Polling is portable (inotify and friends differ per platform and
+Watching: the gateway re-runs :meth:`FolderSource.sync` every *interval*
+seconds (:func:`imagebridge.sources.indexer.while_leading`, one worker per
+archive).  Polling is portable (inotify and friends differ per platform and
 miss changes on network shares, where archives often live) and cheap: one
 directory walk and one index read per round; unchanged files are not opened.
 
@@ -120,23 +121,6 @@ class FolderSource:
             report.settling,
         )
         return report
-
-    async def watch(self, interval: float = 60.0) -> None:
-        """Re-sync every *interval* seconds until cancelled (run :meth:`sync` once first).
-
-        A sync that fails (folder unavailable, database error) is logged as a
-        warning and tried again at the next round.
-        """
-        if interval <= 0:
-            raise ValueError(f"watch interval must be > 0, not {interval}")
-        while True:
-            await anyio.sleep(interval)
-            try:
-                await self.sync()
-            except ImageBridgeError as exc:
-                logger.warning(
-                    "folder source %s: sync failed: %s", self._repository_unique_id, exc.message
-                )
 
     # --- ImageSource ------------------------------------------------------------------
 
@@ -291,4 +275,4 @@ class FolderSource:
         return ProbeResult(True, f"folder {self._root}: {detail}")
 
     async def aclose(self) -> None:
-        """Nothing to release: the store belongs to the caller, :meth:`watch` to its task group."""
+        """Nothing to release: the store belongs to the caller."""

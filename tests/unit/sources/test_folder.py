@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -19,7 +20,9 @@ from imagebridge.model.imaging import DicomPatient
 from imagebridge.model.index import FileResult
 from imagebridge.sources.base import ImageSource
 from imagebridge.sources.folder import CHUNK_SIZE, FolderSource
+from imagebridge.sources.indexer import sync_once, while_leading
 from imagebridge.store import Store
+from imagebridge.store.leases import ServiceLeases
 
 REPO = "1.3.6.1.4.1.21367.13.71.201.1"
 AUTHORITY = "1.3.6.1.4.1.21367.13.20.1000"
@@ -247,7 +250,10 @@ async def test_watch_indexes_files_as_they_arrive(archive: Path, store: Store) -
     source = FolderSource(REPO, archive, store)
     await source.sync()
     async with anyio.create_task_group() as group:
-        group.start_soon(source.watch, 0.05)
+        leases = ServiceLeases(store.engine)
+        group.start_soon(
+            partial(while_leading, leases, f"index:{REPO}", 0.05, partial(sync_once, source))
+        )
         make_study(DEMO_PATIENTS[2], archive / "carol", modality="CR", seed=6)
         with anyio.fail_after(10):
             while not store.studies_for_dicom_patient_id("DEMO-0003"):
